@@ -1,0 +1,52 @@
+# healthbridge workflows. `just` lists them.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+export CARGO_TERM_COLOR := "never"
+
+default:
+    @just --list
+
+# Everything CI runs: formatting, lints, unit/integration tests, then the end-to-end suite on a real cluster.
+test: check unit e2e
+
+# Formatting and lints (warnings are errors).
+check:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# Unit and integration tests (no cluster needed).
+unit:
+    cargo test --workspace --exclude healthbridge-e2e
+
+# Benchmarks: criterion and load runs; prints the figures the issues ask for.
+bench:
+    bench/run
+
+# Install the tools a fresh machine lacks (Debian packages, Rust targets, cargo tools).
+deps:
+    scripts/deps
+
+# Build the container images (no Docker engine) into target/images/.
+images: deps
+    scripts/images
+
+# Render manifests/healthbridge.yaml from the chart with default values.
+manifests:
+    scripts/manifests
+
+# Build the pinned Kubernetes binaries (cached outside the repo) and start a local single-node cluster.
+cluster-up: deps
+    e2e/cluster/up
+
+# Stop the local cluster and remove its state.
+down:
+    e2e/cluster/down
+
+# End-to-end tests on the local real cluster (starts it if needed).
+e2e: images cluster-up
+    e2e/run
+
+# The main job: a local real cluster with healthbridge installed and a demo workload.
+up: images cluster-up
+    e2e/demo-up

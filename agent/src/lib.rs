@@ -1,0 +1,3 @@
+//! healthbridge agent: serves a pod's health over plain HTTP for load balancers that know nothing of Kubernetes.
+
+pub mod report;

@@ -1,0 +1,3 @@
+//! healthbridge webhook: injects the agent into opted-in pods and reconciles their RBAC and NodePort Services.
+
+pub mod keys;
