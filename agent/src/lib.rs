@@ -1,3 +1,4 @@
 //! healthbridge agent: serves a pod's health over plain HTTP for load balancers that know nothing of Kubernetes.
 
+pub mod duration;
 pub mod report;
