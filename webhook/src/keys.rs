@@ -43,3 +43,7 @@ pub const SERVICE_SCOPE: &str = "healthbridge.io/service-scope";
 pub const AGENT_CONTAINER: &str = "healthbridge-agent";
 /// Field manager for server-side apply.
 pub const FIELD_MANAGER: &str = "healthbridge";
+
+/// Label on every object the controller creates; its watches select on it.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+pub const MANAGED_BY: &str = "healthbridge";
