@@ -1,0 +1,261 @@
+//! TLS client options shared by endpoint checks and the probe: compiled-in web roots, extra CA, mTLS, server name.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use hyper_rustls::{FixedServerNameResolver, HttpsConnector};
+use hyper_util::client::legacy::connect::HttpConnector;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use thiserror::Error;
+
+/// TLS client flags; every one also an environment variable for the sidecar.
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
+pub struct ClientTlsArgs {
+    /// PEM file with extra CA certificates to trust, on top of the compiled-in web roots.
+    #[arg(long, env = "HTTP_HEALTHCHECK_SIDECAR_TLS_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// PEM certificate chain presented to servers that ask for a client certificate (mTLS); needs --client-key.
+    #[arg(long, env = "HTTP_HEALTHCHECK_SIDECAR_TLS_CLIENT_CERT", value_name = "FILE")]
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of --client-cert.
+    #[arg(long, env = "HTTP_HEALTHCHECK_SIDECAR_TLS_CLIENT_KEY", value_name = "FILE")]
+    pub client_key: Option<PathBuf>,
+    /// Name to verify the server certificate against (and send as SNI) instead of the URL's host.
+    #[arg(long, env = "HTTP_HEALTHCHECK_SIDECAR_TLS_SERVER_NAME", value_name = "NAME")]
+    pub server_name: Option<String>,
+    /// Accept any server certificate. Only for debugging: the connection is encrypted but not authenticated.
+    #[arg(long, env = "HTTP_HEALTHCHECK_SIDECAR_TLS_INSECURE_SKIP_VERIFY")]
+    pub insecure_skip_verify: bool,
+}
+
+#[derive(Debug, Error)]
+pub enum TlsError {
+    #[error("--client-cert is set but --client-key is not: give both for mTLS, or neither")]
+    CertWithoutKey,
+    #[error("--client-key is set but --client-cert is not: give both for mTLS, or neither")]
+    KeyWithoutCert,
+    #[error("--insecure-skip-verify and --ca-cert contradict each other: a CA is only used to verify; drop one of them")]
+    InsecureWithCa,
+    #[error("--insecure-skip-verify and --server-name contradict each other: the name is only used to verify; drop one of them")]
+    InsecureWithServerName,
+    #[error("--server-name `{0}` is not a valid DNS name or IP address")]
+    BadServerName(String),
+    #[error("{flag} {path}: cannot read PEM: {source}")]
+    Pem { flag: &'static str, path: String, source: rustls_pki_types::pem::Error },
+    #[error("{flag} {path}: no certificate found in the file (expected -----BEGIN CERTIFICATE-----)")]
+    NoCertificate { flag: &'static str, path: String },
+    #[error("--ca-cert {path}: certificate rejected: {source}")]
+    BadCa { path: String, source: rustls::Error },
+    #[error("--client-cert/--client-key: the key does not fit the certificate or is unsupported: {0}")]
+    BadClientIdentity(rustls::Error),
+    #[error("TLS set-up failed: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// A validated TLS client set-up, ready to build connectors from.
+#[derive(Debug, Clone)]
+pub struct ClientTls {
+    pub config: Arc<ClientConfig>,
+    pub server_name: Option<ServerName<'static>>,
+}
+
+impl ClientTlsArgs {
+    /// Checks the combination of flags and loads every file, so mistakes show up at start-up.
+    pub fn load(&self) -> Result<ClientTls, TlsError> {
+        match (&self.client_cert, &self.client_key) {
+            (Some(_), None) => return Err(TlsError::CertWithoutKey),
+            (None, Some(_)) => return Err(TlsError::KeyWithoutCert),
+            _ => {}
+        }
+        if self.insecure_skip_verify && self.ca_cert.is_some() {
+            return Err(TlsError::InsecureWithCa);
+        }
+        if self.insecure_skip_verify && self.server_name.is_some() {
+            return Err(TlsError::InsecureWithServerName);
+        }
+        let server_name = self
+            .server_name
+            .as_deref()
+            .map(|name| ServerName::try_from(name.to_owned()).map_err(|_| TlsError::BadServerName(name.to_owned())))
+            .transpose()?;
+
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = ClientConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
+        let builder = if self.insecure_skip_verify {
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AcceptAnyServerCert(provider.signature_verification_algorithms)))
+        } else {
+            builder.with_root_certificates(self.roots()?)
+        };
+        let config = match (&self.client_cert, &self.client_key) {
+            (Some(cert), Some(key)) => {
+                let chain = read_certs("--client-cert", cert)?;
+                let key = PrivateKeyDer::from_pem_file(key).map_err(|source| TlsError::Pem {
+                    flag: "--client-key",
+                    path: key.display().to_string(),
+                    source,
+                })?;
+                builder.with_client_auth_cert(chain, key).map_err(TlsError::BadClientIdentity)?
+            }
+            _ => builder.with_no_client_auth(),
+        };
+        Ok(ClientTls { config: Arc::new(config), server_name })
+    }
+
+    fn roots(&self) -> Result<RootCertStore, TlsError> {
+        let mut roots = RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+        if let Some(path) = &self.ca_cert {
+            for cert in read_certs("--ca-cert", path)? {
+                roots.add(cert).map_err(|source| TlsError::BadCa { path: path.display().to_string(), source })?;
+            }
+        }
+        Ok(roots)
+    }
+}
+
+impl ClientTls {
+    /// An HTTP and HTTPS connector using this set-up; plain `http://` URLs stay plain.
+    pub fn connector(&self) -> HttpsConnector<HttpConnector> {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        let builder = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config((*self.config).clone())
+            .https_or_http();
+        let builder = match &self.server_name {
+            Some(name) => builder.with_server_name_resolver(FixedServerNameResolver::new(name.clone())),
+            None => builder,
+        };
+        builder.enable_http1().enable_http2().wrap_connector(http)
+    }
+}
+
+fn read_certs(flag: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem_error = |source| TlsError::Pem { flag, path: path.display().to_string(), source };
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(pem_error)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(pem_error)?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate { flag, path: path.display().to_string() });
+    }
+    Ok(certs)
+}
+
+/// Accepts any certificate but still checks handshake signatures, so the peer must hold the key it shows.
+#[derive(Debug)]
+struct AcceptAnyServerCert(WebPkiSupportedAlgorithms);
+
+impl ServerCertVerifier for AcceptAnyServerCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> ClientTlsArgs {
+        ClientTlsArgs::default()
+    }
+
+    #[test]
+    fn no_flags_gives_verified_tls_with_web_roots() {
+        let tls = args().load().unwrap();
+        assert!(tls.server_name.is_none());
+        assert!(!tls.config.client_auth_cert_resolver.has_certs());
+    }
+
+    #[test]
+    fn a_client_cert_without_a_key_is_rejected() {
+        let err = ClientTlsArgs { client_cert: Some("c.pem".into()), ..args() }.load().unwrap_err();
+        assert!(matches!(err, TlsError::CertWithoutKey), "{err}");
+    }
+
+    #[test]
+    fn a_client_key_without_a_cert_is_rejected() {
+        let err = ClientTlsArgs { client_key: Some("k.pem".into()), ..args() }.load().unwrap_err();
+        assert!(matches!(err, TlsError::KeyWithoutCert), "{err}");
+    }
+
+    #[test]
+    fn skipping_verification_contradicts_a_ca_or_a_server_name() {
+        let insecure = ClientTlsArgs { insecure_skip_verify: true, ..args() };
+        assert!(insecure.load().is_ok());
+        let with_ca = ClientTlsArgs { ca_cert: Some("ca.pem".into()), ..insecure.clone() };
+        assert!(matches!(with_ca.load().unwrap_err(), TlsError::InsecureWithCa));
+        let with_name = ClientTlsArgs { server_name: Some("app".into()), ..insecure };
+        assert!(matches!(with_name.load().unwrap_err(), TlsError::InsecureWithServerName));
+    }
+
+    #[test]
+    fn a_bad_server_name_is_named() {
+        let err = ClientTlsArgs { server_name: Some("not a name".into()), ..args() }.load().unwrap_err();
+        assert!(err.to_string().contains("`not a name`"), "{err}");
+    }
+
+    #[test]
+    fn missing_or_empty_ca_files_are_errors_naming_the_flag() {
+        let missing = ClientTlsArgs { ca_cert: Some("/nonexistent/ca.pem".into()), ..args() }.load().unwrap_err();
+        assert!(missing.to_string().starts_with("--ca-cert /nonexistent/ca.pem"), "{missing}");
+        let empty = tempfile::NamedTempFile::new().unwrap();
+        let err = ClientTlsArgs { ca_cert: Some(empty.path().into()), ..args() }.load().unwrap_err();
+        assert!(matches!(err, TlsError::NoCertificate { flag: "--ca-cert", .. }), "{err}");
+    }
+
+    #[test]
+    fn a_generated_ca_and_client_identity_load() {
+        let ca = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let cert = dir.path().join("cert.pem");
+        let key = dir.path().join("key.pem");
+        std::fs::write(&cert, ca.cert.pem()).unwrap();
+        std::fs::write(&key, ca.signing_key.serialize_pem()).unwrap();
+        let tls = ClientTlsArgs {
+            ca_cert: Some(cert.clone()),
+            client_cert: Some(cert),
+            client_key: Some(key),
+            server_name: Some("localhost".into()),
+            insecure_skip_verify: false,
+        }
+        .load()
+        .unwrap();
+        assert!(tls.config.client_auth_cert_resolver.has_certs());
+        assert_eq!(tls.server_name, Some(ServerName::try_from("localhost").unwrap()));
+    }
+}
