@@ -47,3 +47,11 @@ pub const FIELD_MANAGER: &str = "healthbridge";
 /// Label on every object the controller creates; its watches select on it.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY: &str = "healthbridge";
+
+// Annotations on the self-managed certificate Secret.
+/// Unix time (seconds) at which the serving certificate in the Secret expires.
+pub const CERT_NOT_AFTER: &str = "healthbridge.io/cert-not-after";
+/// Unix time (seconds) at which the CA in the Secret expires.
+pub const CA_NOT_AFTER: &str = "healthbridge.io/ca-not-after";
+/// Comma-separated DNS names the serving certificate in the Secret is valid for.
+pub const CERT_DNS_NAMES: &str = "healthbridge.io/cert-dns-names";

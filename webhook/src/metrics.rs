@@ -1,0 +1,136 @@
+//! Prometheus metrics of the admission server: admissions by result and reason, and their latency.
+
+use std::sync::atomic::AtomicI64;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// How one admission ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Injected,
+    Skipped(&'static str),
+    Denied(&'static str),
+    /// The request could not be read (undecodable, wrong kind, too large).
+    Error(&'static str),
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AdmissionLabels {
+    result: &'static str,
+    reason: &'static str,
+}
+
+/// Handles to every metric; cheap to share behind an `Arc`.
+pub struct Metrics {
+    registry: Registry,
+    admissions: Family<AdmissionLabels, Counter>,
+    latency: Histogram,
+    cert_reloads: Family<ReloadLabels, Counter>,
+    cert_not_after: Gauge<i64, AtomicI64>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    result: &'static str,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("healthbridge_webhook");
+        let admissions = Family::<AdmissionLabels, Counter>::default();
+        registry.register(
+            "admissions",
+            "Admission reviews answered, by result and reason",
+            admissions.clone(),
+        );
+        // Buckets from 50µs to ~1.6s: admissions are expected well under a millisecond.
+        let latency = Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+            0.00005, 2.0, 16,
+        ));
+        registry.register_with_unit(
+            "admission_duration",
+            "Time to decode, decide and encode one admission review",
+            prometheus_client::registry::Unit::Seconds,
+            latency.clone(),
+        );
+        let cert_reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register(
+            "certificate_reloads",
+            "Serving certificate reloads, by result",
+            cert_reloads.clone(),
+        );
+        let cert_not_after = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "certificate_not_after_timestamp",
+            "Unix time at which the current serving certificate expires (0 when unknown)",
+            cert_not_after.clone(),
+        );
+        Self {
+            registry,
+            admissions,
+            latency,
+            cert_reloads,
+            cert_not_after,
+        }
+    }
+
+    /// Counts one admission and its duration.
+    pub fn observe(&self, outcome: Outcome, elapsed: Duration) {
+        let (result, reason) = match outcome {
+            Outcome::Injected => ("injected", ""),
+            Outcome::Skipped(reason) => ("skipped", reason),
+            Outcome::Denied(reason) => ("denied", reason),
+            Outcome::Error(reason) => ("error", reason),
+        };
+        self.admissions
+            .get_or_create(&AdmissionLabels { result, reason })
+            .inc();
+        self.latency.observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts a certificate reload attempt.
+    pub fn cert_reloaded(&self, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
+        self.cert_reloads
+            .get_or_create(&ReloadLabels { result })
+            .inc();
+    }
+
+    /// Records when the serving certificate expires.
+    pub fn set_cert_not_after(&self, unix_seconds: i64) {
+        self.cert_not_after.set(unix_seconds);
+    }
+
+    /// Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+
+    /// Number of admissions counted with `result` (any reason); for tests and the bench.
+    pub fn count(&self, result: &str) -> u64 {
+        self.render()
+            .lines()
+            .filter(|l| {
+                l.starts_with("healthbridge_webhook_admissions_total{")
+                    && l.contains(&format!("result=\"{result}\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    }
+}

@@ -1,0 +1,501 @@
+//! The injection decision and its one RFC 6902 patch, computed from the pod alone (pure, no IO).
+
+use std::fmt;
+
+use json_patch::{AddOperation, Patch, PatchOperation};
+use jsonptr::PointerBuf;
+use k8s_openapi::api::core::v1::{Container, Pod};
+use serde_json::{Value, json};
+
+use crate::annotations::{self, InvalidAnnotation, PodSettings};
+use crate::config::InjectionConfig;
+use crate::group::group_of;
+use crate::keys;
+
+/// Which webhook entry called us, i.e. how the pod opts in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OptIn {
+    /// `POST /mutate`: the pod must carry `healthbridge.io/inject: "true"`.
+    Annotation,
+    /// `POST /mutate-namespace`: the namespace is labelled; the pod may opt out with `"false"`.
+    Namespace,
+}
+
+/// What the admission request tells beyond the pod itself.
+#[derive(Debug, Clone, Copy)]
+pub struct AdmissionContext<'a> {
+    /// Namespace of the request (a new pod's own `metadata.namespace` is often empty).
+    pub namespace: &'a str,
+    pub opt_in: OptIn,
+    /// Whether the cluster runs native sidecars (Kubernetes ≥ 1.29); used by `nativeSidecar: auto`.
+    pub cluster_supports_native_sidecar: bool,
+}
+
+/// Why a pod is admitted unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkipReason {
+    NotOptedIn,
+    OptedOut,
+    ExcludedNamespace,
+    AlreadyInjected,
+}
+
+impl SkipReason {
+    /// Short label used in metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NotOptedIn => "not_opted_in",
+            Self::OptedOut => "opted_out",
+            Self::ExcludedNamespace => "excluded_namespace",
+            Self::AlreadyInjected => "already_injected",
+        }
+    }
+}
+
+/// What to do with an admissible pod.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    Inject {
+        patch: Patch,
+        group: String,
+        warnings: Vec<String>,
+    },
+    Skip {
+        reason: SkipReason,
+        warnings: Vec<String>,
+    },
+}
+
+/// Why a pod is refused; the message says what to change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DenyReason {
+    #[error("{}", join(.0))]
+    InvalidAnnotations(Vec<InvalidAnnotation>),
+    #[error(
+        "the healthbridge agent's port {port} is already declared by container {container:?} (port {port_name:?}); set the annotation {annotation} to a free port"
+    )]
+    PortCollision {
+        port: u16,
+        container: String,
+        port_name: String,
+        annotation: &'static str,
+    },
+    #[error("annotation {annotation}: {name:?} is not a container of this pod; expected one of: {}", .known.join(", "))]
+    UnknownTargetContainer {
+        annotation: &'static str,
+        name: String,
+        known: Vec<String>,
+    },
+    #[error(
+        "the agent's {resource} request {request} is above its limit {limit}; lower {request_key} or raise {limit_key}"
+    )]
+    RequestAboveLimit {
+        resource: &'static str,
+        request: String,
+        limit: String,
+        request_key: &'static str,
+        limit_key: &'static str,
+    },
+}
+
+fn join(invalid: &[InvalidAnnotation]) -> String {
+    invalid
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl DenyReason {
+    /// Short label used in metrics and logs.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::InvalidAnnotations(_) => "invalid_annotation",
+            Self::PortCollision { .. } => "port_collision",
+            Self::UnknownTargetContainer { .. } => "unknown_target_container",
+            Self::RequestAboveLimit { .. } => "request_above_limit",
+        }
+    }
+}
+
+/// Name of the projected token volume added when the pod has none the agent can use.
+pub const TOKEN_VOLUME: &str = "healthbridge-agent-token";
+/// Where Kubernetes clients look for the service-account token.
+pub const TOKEN_MOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+/// Name of the agent's container port.
+pub const PORT_NAME: &str = "healthbridge";
+/// The uid/gid the agent image runs as.
+const AGENT_UID: i64 = 65532;
+
+/// Decides whether and how to inject the agent into `pod`; the cost depends only on the
+/// number of containers, ports and volumes, never on env vars or other pod content.
+pub fn patch_for(
+    pod: &Pod,
+    cfg: &InjectionConfig,
+    ctx: &AdmissionContext<'_>,
+) -> Result<Decision, DenyReason> {
+    let namespace = pod
+        .metadata
+        .namespace
+        .as_deref()
+        .filter(|ns| !ns.is_empty())
+        .unwrap_or(ctx.namespace);
+    if cfg.is_excluded(namespace) {
+        return Ok(skip(SkipReason::ExcludedNamespace, Vec::new()));
+    }
+    let settings = annotations::parse(pod.metadata.annotations.as_ref())
+        .map_err(DenyReason::InvalidAnnotations)?;
+    if settings.marked_injected || has_agent_container(pod) {
+        return Ok(skip(SkipReason::AlreadyInjected, Vec::new()));
+    }
+    let mut warnings = settings.warnings.clone();
+    match (ctx.opt_in, settings.inject) {
+        (_, Some(false)) => return Ok(skip(SkipReason::OptedOut, warnings)),
+        (OptIn::Annotation, None) => {
+            if has_settings(pod) {
+                warnings.push(format!(
+                    "healthbridge.io/* settings are present but the pod is not opted in: add the annotation {}: \"true\"",
+                    keys::INJECT
+                ));
+            }
+            return Ok(skip(SkipReason::NotOptedIn, warnings));
+        }
+        _ => {}
+    }
+
+    let spec = pod.spec.as_ref();
+    let containers = spec.map(|s| s.containers.as_slice()).unwrap_or_default();
+    let init_containers = spec
+        .and_then(|s| s.init_containers.as_deref())
+        .unwrap_or_default();
+    let port = settings.port.unwrap_or(cfg.agent_port);
+    check_port_free(port, containers.iter().chain(init_containers))?;
+    if let Some(target) = &settings.target_container {
+        let sidecars = init_containers
+            .iter()
+            .filter(|c| c.restart_policy.as_deref() == Some("Always"));
+        let known: Vec<String> = containers
+            .iter()
+            .chain(sidecars)
+            .map(|c| c.name.clone())
+            .collect();
+        if !known.contains(target) {
+            return Err(DenyReason::UnknownTargetContainer {
+                annotation: keys::TARGET_CONTAINER,
+                name: target.clone(),
+                known,
+            });
+        }
+    }
+    let resources = resources(&settings, cfg)?;
+
+    let host_network = spec.and_then(|s| s.host_network).unwrap_or(false);
+    if host_network {
+        warnings.push(format!(
+            "the pod uses hostNetwork: the healthbridge agent binds port {port} on the node itself; change {} if it is taken there",
+            keys::PORT
+        ));
+    }
+    let native = settings
+        .native_sidecar
+        .unwrap_or_else(|| cfg.use_native_sidecar(ctx.cluster_supports_native_sidecar));
+    let restart_policy = spec
+        .and_then(|s| s.restart_policy.as_deref())
+        .unwrap_or("Always");
+    if !native && restart_policy != "Always" {
+        warnings.push(format!(
+            "the agent is a regular container, so this restartPolicy {restart_policy} pod does not complete while the agent runs; set {}: \"true\" on Kubernetes ≥ 1.29",
+            keys::NATIVE_SIDECAR
+        ));
+    }
+
+    let existing_token_volume = spec
+        .and_then(|s| s.volumes.as_deref())
+        .unwrap_or_default()
+        .iter()
+        .find(|v| v.name.starts_with("kube-api-access-") && v.projected.is_some())
+        .map(|v| v.name.clone());
+    let token_volume = existing_token_volume
+        .clone()
+        .unwrap_or_else(|| TOKEN_VOLUME.to_owned());
+
+    let group = group_of(pod);
+    let agent = agent_container(&settings, cfg, port, resources, native, &token_volume);
+    let mut ops = Vec::with_capacity(4);
+    add_to_map(
+        &mut ops,
+        "annotations",
+        pod.metadata.annotations.is_some(),
+        keys::STATUS,
+        json!(keys::STATUS_INJECTED),
+    );
+    add_to_map(
+        &mut ops,
+        "labels",
+        pod.metadata.labels.is_some(),
+        keys::GROUP_LABEL,
+        json!(group),
+    );
+    if native {
+        append(
+            &mut ops,
+            "initContainers",
+            spec.and_then(|s| s.init_containers.as_ref()).is_some(),
+            agent,
+        );
+    } else {
+        append(&mut ops, "containers", spec.is_some(), agent);
+    }
+    if existing_token_volume.is_none() {
+        let volumes_exist = spec.and_then(|s| s.volumes.as_ref()).is_some();
+        append(&mut ops, "volumes", volumes_exist, token_volume_spec());
+    }
+    Ok(Decision::Inject {
+        patch: Patch(ops),
+        group,
+        warnings,
+    })
+}
+
+fn skip(reason: SkipReason, warnings: Vec<String>) -> Decision {
+    Decision::Skip { reason, warnings }
+}
+
+fn has_agent_container(pod: &Pod) -> bool {
+    let Some(spec) = &pod.spec else { return false };
+    spec.containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .any(|c| c.name == keys::AGENT_CONTAINER)
+}
+
+fn has_settings(pod: &Pod) -> bool {
+    pod.metadata
+        .annotations
+        .iter()
+        .flatten()
+        .any(|(k, _)| k.starts_with(keys::PREFIX) && k != keys::STATUS)
+}
+
+fn check_port_free<'a>(
+    port: u16,
+    containers: impl Iterator<Item = &'a Container>,
+) -> Result<(), DenyReason> {
+    for container in containers {
+        for declared in container.ports.iter().flatten() {
+            if declared.container_port == i32::from(port)
+                || declared.host_port == Some(i32::from(port))
+            {
+                return Err(DenyReason::PortCollision {
+                    port,
+                    container: container.name.clone(),
+                    port_name: declared
+                        .name
+                        .clone()
+                        .unwrap_or_else(|| declared.container_port.to_string()),
+                    annotation: keys::PORT,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn resources(settings: &PodSettings, cfg: &InjectionConfig) -> Result<Value, DenyReason> {
+    let defaults = &cfg.resources;
+    let cpu_request = settings
+        .cpu_request
+        .clone()
+        .unwrap_or_else(|| defaults.cpu_request.clone());
+    let cpu_limit = settings
+        .cpu_limit
+        .clone()
+        .or_else(|| defaults.cpu_limit.clone());
+    let memory_request = settings
+        .memory_request
+        .clone()
+        .unwrap_or_else(|| defaults.memory_request.clone());
+    let memory_limit = settings
+        .memory_limit
+        .clone()
+        .unwrap_or_else(|| defaults.memory_limit.clone());
+    let above = |request: &str, limit: &str| match (quantity_value(request), quantity_value(limit))
+    {
+        (Some(r), Some(l)) => r > l,
+        _ => false,
+    };
+    if let Some(limit) = &cpu_limit
+        && above(&cpu_request, limit)
+    {
+        return Err(DenyReason::RequestAboveLimit {
+            resource: "cpu",
+            request: cpu_request,
+            limit: limit.clone(),
+            request_key: keys::CPU_REQUEST,
+            limit_key: keys::CPU_LIMIT,
+        });
+    }
+    if above(&memory_request, &memory_limit) {
+        return Err(DenyReason::RequestAboveLimit {
+            resource: "memory",
+            request: memory_request,
+            limit: memory_limit,
+            request_key: keys::MEMORY_REQUEST,
+            limit_key: keys::MEMORY_LIMIT,
+        });
+    }
+    let mut limits = json!({ "memory": memory_limit });
+    if let Some(cpu_limit) = cpu_limit {
+        limits["cpu"] = json!(cpu_limit);
+    }
+    Ok(json!({ "requests": { "cpu": cpu_request, "memory": memory_request }, "limits": limits }))
+}
+
+/// Numeric value of a quantity already checked by [`annotations::parse_quantity`].
+fn quantity_value(q: &str) -> Option<f64> {
+    const SUFFIXES: &[(&str, f64)] = &[
+        ("Ki", 1024.0),
+        ("Mi", 1_048_576.0),
+        ("Gi", 1_073_741_824.0),
+        ("Ti", 1_099_511_627_776.0),
+        ("Pi", 1_125_899_906_842_624.0),
+        ("Ei", 1_152_921_504_606_846_976.0),
+        ("n", 1e-9),
+        ("u", 1e-6),
+        ("m", 1e-3),
+        ("k", 1e3),
+        ("M", 1e6),
+        ("G", 1e9),
+        ("T", 1e12),
+        ("P", 1e15),
+        ("E", 1e18),
+    ];
+    for (suffix, factor) in SUFFIXES {
+        if let Some(number) = q.strip_suffix(suffix) {
+            return number.parse::<f64>().ok().map(|n| n * factor);
+        }
+    }
+    q.parse().ok()
+}
+
+fn agent_container(
+    settings: &PodSettings,
+    cfg: &InjectionConfig,
+    port: u16,
+    resources: Value,
+    native: bool,
+    token_volume: &str,
+) -> Value {
+    let mut env = vec![
+        json!({ "name": "POD_NAME", "valueFrom": { "fieldRef": { "fieldPath": "metadata.name" } } }),
+        json!({ "name": "POD_NAMESPACE", "valueFrom": { "fieldRef": { "fieldPath": "metadata.namespace" } } }),
+        json!({ "name": "HTTP_HEALTHCHECK_SIDECAR_PORT", "value": port.to_string() }),
+    ];
+    let optional = [
+        (
+            "HTTP_HEALTHCHECK_SIDECAR_TARGET_CONTAINER",
+            settings.target_container.clone(),
+        ),
+        (
+            "HTTP_HEALTHCHECK_SIDECAR_STATE_OVERRIDE",
+            settings.state_override.map(|b| b.to_string()),
+        ),
+        (
+            "HTTP_HEALTHCHECK_SIDECAR_ENDPOINTS",
+            settings.endpoints.clone(),
+        ),
+        ("HTTP_HEALTHCHECK_SIDECAR_TIMEOUT", settings.timeout.clone()),
+        ("HTTP_HEALTHCHECK_SIDECAR_EXEC", settings.exec.clone()),
+        (
+            "HTTP_HEALTHCHECK_SIDECAR_UNHEALTHY_STATUS",
+            settings.unhealthy_status.map(|s| s.to_string()),
+        ),
+    ];
+    env.extend(
+        optional
+            .into_iter()
+            .filter_map(|(name, value)| value.map(|value| json!({ "name": name, "value": value }))),
+    );
+    let probe = |period: u16| {
+        json!({
+            "httpGet": { "path": "/self", "port": port },
+            "periodSeconds": period,
+            "timeoutSeconds": 1,
+            "failureThreshold": 3
+        })
+    };
+    let mut container = json!({
+        "name": keys::AGENT_CONTAINER,
+        "image": settings.agent_image.as_deref().unwrap_or(&cfg.agent_image),
+        "imagePullPolicy": "IfNotPresent",
+        "ports": [{ "name": PORT_NAME, "containerPort": port, "protocol": "TCP" }],
+        "env": env,
+        "resources": resources,
+        "readinessProbe": probe(5),
+        "livenessProbe": probe(10),
+        "securityContext": {
+            "runAsNonRoot": true,
+            "runAsUser": AGENT_UID,
+            "runAsGroup": AGENT_UID,
+            "readOnlyRootFilesystem": true,
+            "allowPrivilegeEscalation": false,
+            "privileged": false,
+            "capabilities": { "drop": ["ALL"] },
+            "seccompProfile": { "type": "RuntimeDefault" }
+        },
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": [{ "name": token_volume, "mountPath": TOKEN_MOUNT_PATH, "readOnly": true }]
+    });
+    if native {
+        container["restartPolicy"] = json!("Always");
+    }
+    container
+}
+
+/// The token volume the agent needs when the pod has no service-account token of its own,
+/// mounted only into the agent so the app stays without one.
+fn token_volume_spec() -> Value {
+    json!({
+        "name": TOKEN_VOLUME,
+        "projected": {
+            "defaultMode": 0o444,
+            "sources": [
+                { "serviceAccountToken": { "path": "token", "expirationSeconds": 3607 } },
+                { "configMap": { "name": "kube-root-ca.crt", "items": [{ "key": "ca.crt", "path": "ca.crt" }] } },
+                { "downwardAPI": { "items": [{ "path": "namespace", "fieldRef": { "apiVersion": "v1", "fieldPath": "metadata.namespace" } }] } }
+            ]
+        }
+    })
+}
+
+fn add(ops: &mut Vec<PatchOperation>, path: PointerBuf, value: Value) {
+    ops.push(PatchOperation::Add(AddOperation { path, value }));
+}
+
+/// Sets `/metadata/<map>/<key>`, creating the map first when the pod has none.
+fn add_to_map(ops: &mut Vec<PatchOperation>, map: &str, exists: bool, key: &str, value: Value) {
+    if exists {
+        add(ops, PointerBuf::from_tokens(["metadata", map, key]), value);
+    } else {
+        add(
+            ops,
+            PointerBuf::from_tokens(["metadata", map]),
+            json!({ key: value }),
+        );
+    }
+}
+
+/// Appends to `/spec/<list>`, creating the list first when the pod has none.
+fn append(ops: &mut Vec<PatchOperation>, list: &str, exists: bool, value: Value) {
+    if exists {
+        add(ops, PointerBuf::from_tokens(["spec", list, "-"]), value);
+    } else {
+        add(ops, PointerBuf::from_tokens(["spec", list]), json!([value]));
+    }
+}
+
+impl fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
