@@ -1,0 +1,512 @@
+//! Pure functions from a pod to the Role, RoleBinding and Service it should have, and the check that observed objects already match.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use k8s_openapi::api::core::v1::{Pod, Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde_json::Value;
+
+use super::names::{object_name, short_hash};
+use crate::keys;
+
+/// The agent's port when neither its container nor `healthbridge.io/port` says otherwise.
+pub const DEFAULT_AGENT_PORT: u16 = 13000;
+/// Name of the Service port, so users can refer to it by name.
+pub const SERVICE_PORT_NAME: &str = "health";
+
+/// True when the webhook injected the agent (marker annotation present).
+pub fn is_injected(pod: &Pod) -> bool {
+    annotation(pod, keys::STATUS) == Some(keys::STATUS_INJECTED)
+}
+
+/// True when the pod asked for the agent by annotation but the webhook did not inject it
+/// (the webhook was down and `failurePolicy: Ignore` let the pod through).
+pub fn is_uninjected(pod: &Pod) -> bool {
+    annotation(pod, keys::INJECT) == Some("true")
+        && !is_injected(pod)
+        && pod.metadata.deletion_timestamp.is_none()
+}
+
+fn annotation<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
+    pod.metadata
+        .annotations
+        .as_ref()?
+        .get(key)
+        .map(String::as_str)
+}
+
+/// What the controller needs to know about a pod that the API server has named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodIdentity {
+    pub name: String,
+    pub namespace: String,
+    pub uid: String,
+    pub service_account: String,
+}
+
+/// Why a pod cannot be reconciled yet.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdentityError {
+    #[error("the pod has no {0} yet; it is reconciled once the API server assigns one")]
+    Missing(&'static str),
+}
+
+/// The pod's name, namespace, UID and ServiceAccount (`default` when unset, as the API server defaults it).
+pub fn pod_identity(pod: &Pod) -> Result<PodIdentity, IdentityError> {
+    let meta = &pod.metadata;
+    Ok(PodIdentity {
+        name: meta.name.clone().ok_or(IdentityError::Missing("name"))?,
+        namespace: meta
+            .namespace
+            .clone()
+            .ok_or(IdentityError::Missing("namespace"))?,
+        uid: meta.uid.clone().ok_or(IdentityError::Missing("uid"))?,
+        service_account: pod
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.service_account_name.clone())
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| "default".to_owned()),
+    })
+}
+
+/// Labels on every object the controller creates.
+fn managed_labels(extra: impl IntoIterator<Item = (String, String)>) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::from([(
+        keys::MANAGED_BY_LABEL.to_owned(),
+        keys::MANAGED_BY.to_owned(),
+    )]);
+    labels.extend(extra);
+    labels
+}
+
+/// Owner reference to the pod: Kubernetes deletes the object with the pod.
+/// `blockOwnerDeletion` stays false: setting it would need `update` on `pods/finalizers`.
+pub fn pod_owner_reference(pod: &PodIdentity) -> OwnerReference {
+    OwnerReference {
+        api_version: "v1".to_owned(),
+        kind: "Pod".to_owned(),
+        name: pod.name.clone(),
+        uid: pod.uid.clone(),
+        controller: Some(true),
+        block_owner_deletion: Some(false),
+    }
+}
+
+/// The Role letting the agent read its own pod and nothing else. `list`/`watch` are authorised for a single
+/// name because the agent lists and watches with the field selector `metadata.name=<pod>`.
+pub fn desired_role(pod: &PodIdentity) -> Role {
+    Role {
+        metadata: ObjectMeta {
+            name: Some(object_name(&pod.name)),
+            namespace: Some(pod.namespace.clone()),
+            labels: Some(managed_labels([])),
+            owner_references: Some(vec![pod_owner_reference(pod)]),
+            ..ObjectMeta::default()
+        },
+        rules: Some(vec![PolicyRule {
+            api_groups: Some(vec![String::new()]),
+            resources: Some(vec!["pods".to_owned()]),
+            resource_names: Some(vec![pod.name.clone()]),
+            verbs: vec!["get".to_owned(), "list".to_owned(), "watch".to_owned()],
+            ..PolicyRule::default()
+        }]),
+    }
+}
+
+/// The RoleBinding of [`desired_role`] to the pod's ServiceAccount.
+pub fn desired_role_binding(pod: &PodIdentity) -> RoleBinding {
+    let name = object_name(&pod.name);
+    RoleBinding {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(pod.namespace.clone()),
+            labels: Some(managed_labels([])),
+            owner_references: Some(vec![pod_owner_reference(pod)]),
+            ..ObjectMeta::default()
+        },
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".to_owned(),
+            kind: "Role".to_owned(),
+            name,
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".to_owned(),
+            name: pod.service_account.clone(),
+            namespace: Some(pod.namespace.clone()),
+            api_group: None,
+        }]),
+    }
+}
+
+/// Where the Service's `externalTrafficPolicy` points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrafficPolicy {
+    /// A node answers only for its own pods: what a load balancer checking each node needs.
+    Local,
+    Cluster,
+}
+
+impl TrafficPolicy {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Local => "Local",
+            Self::Cluster => "Cluster",
+        }
+    }
+}
+
+/// One Service per group (default) or one per pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceScope {
+    Group,
+    Pod,
+}
+
+/// The NodePort range of the API server (`--service-node-port-range`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodePortRange {
+    pub first: u16,
+    pub last: u16,
+}
+
+impl Default for NodePortRange {
+    fn default() -> Self {
+        Self {
+            first: 30000,
+            last: 32767,
+        }
+    }
+}
+
+impl fmt::Display for NodePortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.first, self.last)
+    }
+}
+
+impl FromStr for NodePortRange {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let bad = || {
+            format!(
+                "{text:?} is not a port range: write FIRST-LAST, e.g. 30000-32767, as the API server's --service-node-port-range"
+            )
+        };
+        let (first, last) = text.split_once('-').ok_or_else(bad)?;
+        let first: u16 = first.trim().parse().map_err(|_| bad())?;
+        let last: u16 = last.trim().parse().map_err(|_| bad())?;
+        if first == 0 || first > last {
+            return Err(bad());
+        }
+        Ok(Self { first, last })
+    }
+}
+
+/// The Service settings a pod asks for with its annotations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServiceSettings {
+    pub port: u16,
+    pub node_port: Option<u16>,
+    pub traffic_policy: TrafficPolicy,
+    pub scope: ServiceScope,
+}
+
+/// A bad Service annotation: names the key, the value and what is accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingsError {
+    #[error("annotation {key}={value:?} is not a port: use a number from 1 to 65535")]
+    Port { key: &'static str, value: String },
+    #[error(
+        "annotation {key}={value:?} is not a NodePort of this cluster: use a free port in {range} or remove the annotation to let Kubernetes pick one"
+    )]
+    NodePort {
+        key: &'static str,
+        value: String,
+        range: NodePortRange,
+    },
+    #[error(
+        "annotation {key}={value:?} is not accepted: use Local (default: a node answers only for its own pods) or Cluster"
+    )]
+    TrafficPolicy { key: &'static str, value: String },
+    #[error(
+        "annotation {key}={value:?} is not accepted: use group (default: one Service per healthbridge.io/group) or pod"
+    )]
+    Scope { key: &'static str, value: String },
+}
+
+impl SettingsError {
+    /// The annotation to change.
+    pub fn key(&self) -> &'static str {
+        match self {
+            Self::Port { key, .. }
+            | Self::NodePort { key, .. }
+            | Self::TrafficPolicy { key, .. }
+            | Self::Scope { key, .. } => key,
+        }
+    }
+}
+
+/// Reads the Service annotations; the port comes from the injected agent container first (the truth), then
+/// `healthbridge.io/port`, then the default.
+pub fn service_settings(pod: &Pod, range: NodePortRange) -> Result<ServiceSettings, SettingsError> {
+    let port = match agent_container_port(pod) {
+        Some(port) => port,
+        None => match annotation(pod, keys::PORT) {
+            Some(value) => parse_port(value).ok_or_else(|| SettingsError::Port {
+                key: keys::PORT,
+                value: value.to_owned(),
+            })?,
+            None => DEFAULT_AGENT_PORT,
+        },
+    };
+    let node_port = annotation(pod, keys::NODE_PORT)
+        .map(|value| {
+            parse_port(value)
+                .filter(|port| (range.first..=range.last).contains(port))
+                .ok_or_else(|| SettingsError::NodePort {
+                    key: keys::NODE_PORT,
+                    value: value.to_owned(),
+                    range,
+                })
+        })
+        .transpose()?;
+    let traffic_policy = match annotation(pod, keys::TRAFFIC_POLICY) {
+        None => TrafficPolicy::Local,
+        Some(value) if value.eq_ignore_ascii_case("local") => TrafficPolicy::Local,
+        Some(value) if value.eq_ignore_ascii_case("cluster") => TrafficPolicy::Cluster,
+        Some(value) => {
+            return Err(SettingsError::TrafficPolicy {
+                key: keys::TRAFFIC_POLICY,
+                value: value.to_owned(),
+            });
+        }
+    };
+    let scope = match annotation(pod, keys::SERVICE_SCOPE) {
+        None => ServiceScope::Group,
+        Some(value) if value.eq_ignore_ascii_case("group") => ServiceScope::Group,
+        Some(value) if value.eq_ignore_ascii_case("pod") => ServiceScope::Pod,
+        Some(value) => {
+            return Err(SettingsError::Scope {
+                key: keys::SERVICE_SCOPE,
+                value: value.to_owned(),
+            });
+        }
+    };
+    Ok(ServiceSettings {
+        port,
+        node_port,
+        traffic_policy,
+        scope,
+    })
+}
+
+fn parse_port(value: &str) -> Option<u16> {
+    value.trim().parse::<u16>().ok().filter(|port| *port != 0)
+}
+
+/// The port the injected agent container declares (in `containers` or, as a native sidecar, `initContainers`).
+fn agent_container_port(pod: &Pod) -> Option<u16> {
+    let spec = pod.spec.as_ref()?;
+    let agent = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .find(|container| container.name == keys::AGENT_CONTAINER)?;
+    let port = agent.ports.as_ref()?.first()?.container_port;
+    u16::try_from(port).ok().filter(|port| *port != 0)
+}
+
+/// Value of the per-pod label `healthbridge.io/pod`: the pod name, shortened with a hash when longer than a label value may be.
+pub fn pod_label_value(pod_name: &str) -> String {
+    const MAX_LABEL_VALUE: usize = 63;
+    if pod_name.len() <= MAX_LABEL_VALUE {
+        return pod_name.to_owned();
+    }
+    let hash = short_hash(pod_name);
+    let head = pod_name[..MAX_LABEL_VALUE - hash.len() - 1].trim_end_matches(['-', '.']);
+    format!("{head}-{hash}")
+}
+
+/// First step of finding the top-level workload that owns a pod's group Service.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WorkloadOwner {
+    /// The owner is known: a DaemonSet or StatefulSet, or none (bare pods, Jobs, unknown controllers).
+    Resolved(Option<OwnerReference>),
+    /// The pod belongs to this ReplicaSet; its own controller (a Deployment, usually) is the workload.
+    ViaReplicaSet(OwnerReference),
+}
+
+fn controller_of(refs: &[OwnerReference]) -> Option<&OwnerReference> {
+    refs.iter().find(|owner| owner.controller == Some(true))
+}
+
+fn as_service_owner(owner: &OwnerReference) -> OwnerReference {
+    // Not `controller`: the workload's own controller must stay the only one that claims the Service's pods.
+    OwnerReference {
+        controller: Some(false),
+        block_owner_deletion: Some(false),
+        ..owner.clone()
+    }
+}
+
+/// The workload owning a pod, from the pod's ownerReferences.
+pub fn workload_owner(pod_owners: &[OwnerReference]) -> WorkloadOwner {
+    match controller_of(pod_owners) {
+        Some(owner) if owner.api_version == "apps/v1" && owner.kind == "ReplicaSet" => {
+            WorkloadOwner::ViaReplicaSet(owner.clone())
+        }
+        Some(owner)
+            if owner.api_version == "apps/v1"
+                && matches!(owner.kind.as_str(), "DaemonSet" | "StatefulSet") =>
+        {
+            WorkloadOwner::Resolved(Some(as_service_owner(owner)))
+        }
+        _ => WorkloadOwner::Resolved(None),
+    }
+}
+
+/// The workload behind a ReplicaSet: its Deployment, or the ReplicaSet itself when nothing controls it.
+pub fn replica_set_owner(
+    replica_set: &OwnerReference,
+    replica_set_owners: &[OwnerReference],
+) -> OwnerReference {
+    match controller_of(replica_set_owners) {
+        Some(owner) if owner.api_version == "apps/v1" && owner.kind == "Deployment" => {
+            as_service_owner(owner)
+        }
+        _ => as_service_owner(replica_set),
+    }
+}
+
+/// Which Service a pod belongs to, what it selects and who owns it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceTarget {
+    pub name: String,
+    pub namespace: String,
+    pub selector: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    pub owner: Option<OwnerReference>,
+}
+
+/// Why a pod gets no Service.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TargetError {
+    #[error(
+        "the pod has no {label} label, which the webhook sets on injection: re-create the pod so the webhook sees it"
+    )]
+    NoGroup { label: &'static str },
+}
+
+/// The Service for a pod: per group (owned by the workload, or by nobody and then garbage-collected by the
+/// controller) or, with `service-scope: pod`, per pod (owned by the pod, selecting the per-pod label).
+pub fn service_target(
+    pod: &Pod,
+    identity: &PodIdentity,
+    scope: ServiceScope,
+    workload: Option<OwnerReference>,
+) -> Result<ServiceTarget, TargetError> {
+    match scope {
+        ServiceScope::Pod => {
+            let selector =
+                BTreeMap::from([(keys::POD_LABEL.to_owned(), pod_label_value(&identity.name))]);
+            Ok(ServiceTarget {
+                name: object_name(&identity.name),
+                namespace: identity.namespace.clone(),
+                labels: managed_labels(selector.clone()),
+                selector,
+                owner: Some(pod_owner_reference(identity)),
+            })
+        }
+        ServiceScope::Group => {
+            let group = pod
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|labels| labels.get(keys::GROUP_LABEL))
+                .filter(|group| !group.is_empty())
+                .ok_or(TargetError::NoGroup {
+                    label: keys::GROUP_LABEL,
+                })?;
+            let selector = BTreeMap::from([(keys::GROUP_LABEL.to_owned(), group.clone())]);
+            Ok(ServiceTarget {
+                name: object_name(group),
+                namespace: identity.namespace.clone(),
+                labels: managed_labels(selector.clone()),
+                selector,
+                owner: workload,
+            })
+        }
+    }
+}
+
+/// The NodePort Service for a target with the given settings.
+pub fn desired_service(target: &ServiceTarget, settings: &ServiceSettings) -> Service {
+    let port = i32::from(settings.port);
+    Service {
+        metadata: ObjectMeta {
+            name: Some(target.name.clone()),
+            namespace: Some(target.namespace.clone()),
+            labels: Some(target.labels.clone()),
+            owner_references: target.owner.clone().map(|owner| vec![owner]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(ServiceSpec {
+            type_: Some("NodePort".to_owned()),
+            selector: Some(target.selector.clone()),
+            external_traffic_policy: Some(settings.traffic_policy.as_str().to_owned()),
+            ports: Some(vec![ServicePort {
+                name: Some(SERVICE_PORT_NAME.to_owned()),
+                protocol: Some("TCP".to_owned()),
+                port,
+                target_port: Some(IntOrString::Int(port)),
+                node_port: settings.node_port.map(i32::from),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// Keys whose whole value must be equal: a user-added rule, subject or selector key changes what the object
+/// grants or selects, and server-side apply replaces these atomically anyway.
+const STRICT_KEYS: [&str; 4] = ["rules", "subjects", "selector", "roleRef"];
+
+/// True when every field of `desired` is present with the same value in `observed`. Fields the API server or
+/// other managers add are ignored; list items are matched anywhere in the observed list (others may append
+/// ports or owners), except under [`STRICT_KEYS`].
+pub fn is_subset(desired: &Value, observed: &Value) -> bool {
+    match (desired, observed) {
+        (Value::Object(want), Value::Object(have)) => {
+            want.iter().all(|(key, value)| match have.get(key) {
+                Some(seen) if STRICT_KEYS.contains(&key.as_str()) => value == seen,
+                Some(seen) => is_subset(value, seen),
+                None => value.is_null(),
+            })
+        }
+        (Value::Array(want), Value::Array(have)) => want
+            .iter()
+            .all(|item| have.iter().any(|seen| is_subset(item, seen))),
+        _ => desired == observed,
+    }
+}
+
+/// True when applying `desired` would change `observed` (or there is nothing yet).
+pub fn needs_apply<T: serde::Serialize>(desired: &T, observed: Option<&T>) -> bool {
+    let Some(observed) = observed else {
+        return true;
+    };
+    match (
+        serde_json::to_value(desired),
+        serde_json::to_value(observed),
+    ) {
+        (Ok(desired), Ok(observed)) => !is_subset(&desired, &observed),
+        _ => true,
+    }
+}

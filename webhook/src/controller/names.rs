@@ -1,0 +1,108 @@
+//! Names of the objects the controller creates: `<base>-healthbridge`, kept a valid DNS-1035 label of at most 63 characters.
+
+use sha2::{Digest, Sha256};
+
+/// Longest name a Service (DNS-1035 label) may have; Roles and RoleBindings use the same bound for symmetry.
+pub const MAX_NAME_LEN: usize = 63;
+/// Suffix of every object name the controller creates.
+pub const SUFFIX: &str = "-healthbridge";
+/// Hex digits of the hash appended when a name had to be shortened or rewritten.
+const HASH_LEN: usize = 8;
+
+/// `<base>-healthbridge` when that is already a valid label, else the base sanitised and truncated, plus a short stable
+/// hash of the original base so two long names sharing a prefix still get different objects.
+pub fn object_name(base: &str) -> String {
+    let plain = format!("{base}{SUFFIX}");
+    if plain.len() <= MAX_NAME_LEN && is_dns_1035_label(&plain) {
+        return plain;
+    }
+    let hash = short_hash(base);
+    let room = MAX_NAME_LEN - SUFFIX.len() - HASH_LEN - 1;
+    let mut sanitised: String = base
+        .chars()
+        .map(|c| match c.to_ascii_lowercase() {
+            c @ ('a'..='z' | '0'..='9') => c,
+            _ => '-',
+        })
+        .collect();
+    if !sanitised.starts_with(|c: char| c.is_ascii_lowercase()) {
+        sanitised.insert_str(0, "hb-");
+    }
+    sanitised.truncate(room);
+    let trimmed = sanitised.trim_end_matches('-');
+    format!("{trimmed}-{hash}{SUFFIX}")
+}
+
+/// First hex digits of SHA-256: stable across versions and machines, unlike `std`'s hasher.
+pub fn short_hash(input: &str) -> String {
+    let digest = Sha256::digest(input.as_bytes());
+    digest
+        .iter()
+        .take(HASH_LEN / 2)
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// RFC 1035 label as Kubernetes checks it for Service names.
+pub fn is_dns_1035_label(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_short_name_gets_the_plain_suffix() {
+        assert_eq!(object_name("web"), "web-healthbridge");
+    }
+
+    #[test]
+    fn a_name_that_fits_exactly_is_kept() {
+        let base = "a".repeat(MAX_NAME_LEN - SUFFIX.len());
+        assert_eq!(object_name(&base), format!("{base}{SUFFIX}"));
+    }
+
+    #[test]
+    fn a_long_name_is_truncated_to_63_with_a_hash() {
+        let base = "a".repeat(MAX_NAME_LEN - SUFFIX.len() + 1);
+        let name = object_name(&base);
+        assert_eq!(name.len(), MAX_NAME_LEN);
+        assert!(name.ends_with(&format!("-{}{SUFFIX}", short_hash(&base))));
+        assert!(is_dns_1035_label(&name));
+    }
+
+    #[test]
+    fn two_long_names_with_the_same_prefix_differ() {
+        let prefix = "checkout-frontend-canary-".repeat(4);
+        assert_ne!(
+            object_name(&format!("{prefix}a")),
+            object_name(&format!("{prefix}b"))
+        );
+    }
+
+    #[test]
+    fn the_hash_is_stable() {
+        // Pinned: changing the hash would rename every object on upgrade and orphan the old ones.
+        assert_eq!(short_hash("web"), "4b5e57f6");
+    }
+
+    #[test]
+    fn a_name_that_is_not_a_dns_label_is_rewritten() {
+        let name = object_name("web.v2_canary");
+        assert!(is_dns_1035_label(&name), "{name}");
+        assert!(name.starts_with("web-v2-canary-"));
+    }
+
+    #[test]
+    fn a_name_starting_with_a_digit_gets_a_letter_first() {
+        let name = object_name("0web");
+        assert!(is_dns_1035_label(&name), "{name}");
+    }
+}
