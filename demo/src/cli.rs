@@ -51,6 +51,10 @@ pub struct ServeArgs {
     #[arg(long, env = "HEALTHBRIDGE_DEMO_ADDRESS", default_value = "0.0.0.0")]
     pub address: IpAddr,
 
+    /// Also answer HTTP on this TCP port: 200 while ready, 503 otherwise (off by default).
+    #[arg(long, env = "HEALTHBRIDGE_DEMO_HTTP_PORT")]
+    pub http_port: Option<u16>,
+
     /// Start without the marker file, so the app is unready until `set-ready`.
     #[arg(long, env = "HEALTHBRIDGE_DEMO_START_UNREADY")]
     pub start_unready: bool,
@@ -85,6 +89,10 @@ mod tests {
         };
         assert_eq!(args.port, DEFAULT_PORT);
         assert!(!args.start_unready);
+        assert_eq!(
+            args.http_port, None,
+            "the demo has no HTTP endpoint unless asked"
+        );
     }
 
     #[test]

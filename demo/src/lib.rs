@@ -6,3 +6,4 @@
 pub mod cli;
 pub mod echo;
 pub mod ready;
+pub mod status;
