@@ -1,1 +1,13 @@
-//! Helpers shared by the end-to-end tests.
+//! Helpers shared by the end-to-end tests: cluster access, per-test namespaces, polling, fixtures, probes.
+
+pub mod cluster;
+pub mod fixtures;
+pub mod haproxy;
+pub mod http;
+pub mod poll;
+pub mod scenario;
+
+pub use cluster::Cluster;
+pub use fixtures::{DemoPod, demo_pod};
+pub use poll::poll_until;
+pub use scenario::Scenario;

@@ -1,0 +1,151 @@
+//! One test's world: a fresh namespace, removed afterwards, with diagnostics printed when the test fails.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use serde_json::json;
+
+use crate::cluster::Cluster;
+use crate::fixtures::AGENT_CONTAINER;
+use crate::poll::poll_until;
+
+/// A test's namespace on the cluster, with the client scoped to it.
+#[derive(Clone)]
+pub struct Scenario {
+    pub cluster: Cluster,
+    pub namespace: String,
+}
+
+impl Scenario {
+    /// Runs `body` in a new namespace named after `prefix`; prints diagnostics if it fails and
+    /// deletes the namespace either way.
+    pub async fn run<F, Fut>(prefix: &str, body: F) -> anyhow::Result<()>
+    where
+        F: FnOnce(Scenario) -> Fut,
+        Fut: Future<Output = anyhow::Result<()>>,
+    {
+        Self::run_with_labels(prefix, BTreeMap::new(), body).await
+    }
+
+    /// Like [`Scenario::run`], with labels on the namespace (e.g. the namespace-wide opt-in).
+    pub async fn run_with_labels<F, Fut>(
+        prefix: &str,
+        labels: BTreeMap<String, String>,
+        body: F,
+    ) -> anyhow::Result<()>
+    where
+        F: FnOnce(Scenario) -> Fut,
+        Fut: Future<Output = anyhow::Result<()>>,
+    {
+        let cluster = Cluster::connect().await?;
+        let scenario = Scenario::create(cluster, prefix, labels).await?;
+        let outcome = body(scenario.clone()).await;
+        if outcome.is_err() {
+            scenario.print_diagnostics().await;
+        }
+        let cleanup = scenario.delete().await;
+        outcome?;
+        cleanup
+    }
+
+    async fn create(
+        cluster: Cluster,
+        prefix: &str,
+        labels: BTreeMap<String, String>,
+    ) -> anyhow::Result<Self> {
+        let namespace = format!("e2e-{prefix}-{}", unique_suffix());
+        let namespaces: Api<Namespace> = Api::all(cluster.client.clone());
+        let object: Namespace = serde_json::from_value(json!({
+            "metadata": { "name": namespace, "labels": labels },
+        }))?;
+        namespaces
+            .create(&PostParams::default(), &object)
+            .await
+            .with_context(|| format!("cannot create namespace {namespace}"))?;
+        // Pods are refused until the controller-manager has made the namespace's default ServiceAccount.
+        let accounts: Api<ServiceAccount> = Api::namespaced(cluster.client.clone(), &namespace);
+        poll_until(
+            "the default ServiceAccount",
+            Duration::from_secs(60),
+            || async { Ok(accounts.get_opt("default").await?) },
+        )
+        .await?;
+        Ok(Self { cluster, namespace })
+    }
+
+    async fn delete(&self) -> anyhow::Result<()> {
+        let namespaces: Api<Namespace> = Api::all(self.cluster.client.clone());
+        namespaces
+            .delete(&self.namespace, &DeleteParams::background())
+            .await
+            .with_context(|| format!("cannot delete namespace {}", self.namespace))?;
+        Ok(())
+    }
+
+    /// An API of a namespaced kind in this scenario's namespace.
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        Api::namespaced(self.cluster.client.clone(), &self.namespace)
+    }
+
+    /// `kubectl -n <namespace> …`
+    pub fn kubectl(&self, args: &[&str]) -> anyhow::Result<String> {
+        let mut all = vec!["-n", self.namespace.as_str()];
+        all.extend_from_slice(args);
+        self.cluster.kubectl(&all)
+    }
+
+    /// Prints what a reader needs to see why a test failed: pods, events, agent and webhook logs.
+    pub async fn print_diagnostics(&self) {
+        eprintln!("==== diagnostics for namespace {} ====", self.namespace);
+        for args in [
+            vec!["get", "pods,services,roles,rolebindings", "-o", "wide"],
+            vec!["get", "events", "--sort-by=.lastTimestamp"],
+            vec!["get", "pods", "-o", "yaml"],
+        ] {
+            print_command(&args.join(" "), self.kubectl(&args));
+        }
+        let pods: Api<Pod> = self.api();
+        if let Ok(list) = pods.list(&ListParams::default()).await {
+            for pod in list.items {
+                let name = pod.metadata.name.unwrap_or_default();
+                let args = ["logs", name.as_str(), "-c", AGENT_CONTAINER, "--tail=50"];
+                print_command(&format!("agent logs of {name}"), self.kubectl(&args));
+            }
+        }
+        let release = self.cluster.release_namespace.as_str();
+        let args = [
+            "-n",
+            release,
+            "logs",
+            "--all-containers",
+            "--prefix",
+            "--tail=50",
+            "-l",
+            "app.kubernetes.io/name=healthbridge",
+        ];
+        print_command("webhook logs", self.cluster.kubectl(&args));
+    }
+}
+
+fn print_command(title: &str, output: anyhow::Result<String>) {
+    match output {
+        Ok(text) => eprintln!("---- {title}\n{text}"),
+        Err(error) => eprintln!("---- {title}: {error:#}"),
+    }
+}
+
+fn unique_suffix() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{:x}{:x}", std::process::id() % 0xfff, nanos % 0xfffff)
+}
