@@ -1,5 +1,17 @@
 //! healthbridge agent: serves a pod's health over plain HTTP for load balancers that know nothing of Kubernetes.
 
+// Tests may unwrap: a panic there is a failed test with its message.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod cli;
+pub mod config;
 pub mod duration;
+pub mod logging;
+pub mod metrics;
+pub mod pod_status;
+pub mod render;
 pub mod report;
+pub mod run;
+pub mod server;
+pub mod shutdown;
 pub mod tls;

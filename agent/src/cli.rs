@@ -1,0 +1,79 @@
+//! Command line: `serve` (the default when no subcommand is given) and `probe`.
+
+use clap::{Parser, Subcommand};
+
+use crate::config::ServeArgs;
+use crate::logging::LogFormat;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "healthbridge-agent",
+    version,
+    about = "HTTP health endpoint for any pod: pod status by watch, aggregated endpoints, exec checks, exec-probe mode",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(
+        long,
+        env = "HTTP_HEALTHCHECK_SIDECAR_LOG_FORMAT",
+        value_enum,
+        default_value_t,
+        global = true
+    )]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// `serve` settings, accepted without the subcommand name.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve /health, /all, /self, /metrics and exec URLs (the default).
+    Serve(ServeArgs),
+}
+
+impl Cli {
+    /// The command to run, `serve` when none was named.
+    pub fn into_command(self) -> Command {
+        self.command.unwrap_or(Command::Serve(self.serve))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("healthbridge-agent").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn serve_is_the_default_subcommand() {
+        let Command::Serve(args) = parse(&["--port", "4000"]).unwrap().into_command();
+        assert_eq!(args.port, 4000);
+    }
+
+    #[test]
+    fn serve_can_be_named() {
+        let Command::Serve(args) = parse(&["serve", "--target-container", "app"])
+            .unwrap()
+            .into_command();
+        assert_eq!(args.target_container.as_deref(), Some("app"));
+    }
+
+    #[test]
+    fn a_bad_state_override_is_rejected_at_start_up() {
+        let error = parse(&["--state-override", "maybe"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("HTTP_HEALTHCHECK_SIDECAR_STATE_OVERRIDE"),
+            "{error}"
+        );
+    }
+}

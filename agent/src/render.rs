@@ -1,0 +1,194 @@
+//! Turns a `Report` into an HTTP answer: a one-line reason, a kube-apiserver style `?verbose` list, or JSON.
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use http::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE};
+use http::{HeaderMap, HeaderValue, StatusCode};
+use serde::Serialize;
+
+use crate::report::{CheckResult, Report};
+
+/// How the client wants the answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `OK`, or `UNAVAILABLE: <the failing checks>`.
+    Line,
+    /// One `[+]name ok` / `[-]name failed: reason` line per check, then a verdict line.
+    Verbose,
+    Json,
+}
+
+impl Format {
+    /// JSON when `Accept` asks for it, verbose when the query has `verbose` (any value), else one line.
+    pub fn negotiate(query: Option<&str>, headers: &HeaderMap) -> Self {
+        let wants_json = headers
+            .get_all(ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| {
+                v.split(',')
+                    .any(|media| media.trim().starts_with("application/json"))
+            });
+        if wants_json {
+            return Self::Json;
+        }
+        let verbose = query
+            .into_iter()
+            .flat_map(|q| q.split('&'))
+            .any(|pair| pair == "verbose" || pair.starts_with("verbose="));
+        if verbose { Self::Verbose } else { Self::Line }
+    }
+}
+
+/// Renders `report` for the check named `title` (`health`, `all`, `/healthz`); unhealthy answers get `unhealthy_status`.
+pub fn render(
+    report: &Report,
+    title: &str,
+    format: Format,
+    unhealthy_status: StatusCode,
+) -> Response {
+    let healthy = report.healthy();
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        unhealthy_status
+    };
+    let (content_type, body) = match format {
+        Format::Line => (TEXT, Body::from(line(report))),
+        Format::Verbose => (TEXT, Body::from(verbose(report, title))),
+        Format::Json => (JSON, Body::from(json(report, title))),
+    };
+    let mut response = (status, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    // A cached health answer is a wrong health answer.
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+const TEXT: &str = "text/plain; charset=utf-8";
+const JSON: &str = "application/json";
+
+/// `OK`, or `UNAVAILABLE: ` and every failing check with its reason; `OK`/`UNAVAILABLE` keep the original sidecar's bodies.
+pub fn line(report: &Report) -> String {
+    if report.healthy() {
+        return "OK".to_owned();
+    }
+    let failures: Vec<String> = report
+        .failures()
+        .map(|c| format!("{}: {}", c.name, one_line(&c.reason)))
+        .collect();
+    format!("UNAVAILABLE: {}", failures.join("; "))
+}
+
+pub fn verbose(report: &Report, title: &str) -> String {
+    let mut text = String::new();
+    for check in &report.checks {
+        let (mark, verdict) = if check.healthy {
+            ('+', "ok")
+        } else {
+            ('-', "failed")
+        };
+        text.push_str(&format!(
+            "[{mark}]{} {verdict}: {}",
+            check.name,
+            one_line(&check.reason)
+        ));
+        if let Some(latency) = check.latency {
+            text.push_str(&format!(" ({:.1}ms)", latency.as_secs_f64() * 1000.0));
+        }
+        text.push('\n');
+    }
+    let verdict = if report.healthy() { "passed" } else { "failed" };
+    text.push_str(&format!("{title} check {verdict}\n"));
+    text
+}
+
+#[derive(Serialize)]
+struct JsonAnswer<'a> {
+    check: &'a str,
+    status: &'static str,
+    healthy: bool,
+    checks: &'a [CheckResult],
+}
+
+pub fn json(report: &Report, title: &str) -> String {
+    let healthy = report.healthy();
+    let answer = JsonAnswer {
+        check: title,
+        status: if healthy { "healthy" } else { "unhealthy" },
+        healthy,
+        checks: &report.checks,
+    };
+    // Plain structs of strings, bools and numbers always serialise.
+    serde_json::to_string(&answer).unwrap_or_default()
+}
+
+/// Reasons may carry command output; a line-oriented answer must stay one line per check.
+fn one_line(reason: &str) -> String {
+    reason.replace(['\r', '\n'], " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn report() -> Report {
+        Report::new(vec![
+            CheckResult::pass("pod", "phase Running"),
+            CheckResult::fail("container:app", "not ready: waiting (CrashLoopBackOff)")
+                .with_latency(Duration::from_millis(2)),
+        ])
+    }
+
+    #[test]
+    fn the_line_names_every_failing_check() {
+        assert_eq!(
+            line(&report()),
+            "UNAVAILABLE: container:app: not ready: waiting (CrashLoopBackOff)"
+        );
+        assert_eq!(line(&Report::default()), "OK");
+    }
+
+    #[test]
+    fn verbose_lists_every_check_like_readyz() {
+        assert_eq!(
+            verbose(&report(), "health"),
+            "[+]pod ok: phase Running\n[-]container:app failed: not ready: waiting (CrashLoopBackOff) (2.0ms)\nhealth check failed\n"
+        );
+    }
+
+    #[test]
+    fn multi_line_reasons_stay_on_one_line() {
+        let report = Report::new(vec![CheckResult::fail(
+            "exec:/healthz",
+            "exit 1\nno such file",
+        )]);
+        assert_eq!(
+            line(&report),
+            "UNAVAILABLE: exec:/healthz: exit 1 no such file"
+        );
+    }
+
+    #[test]
+    fn format_follows_accept_then_query() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(Format::negotiate(None, &headers), Format::Line);
+        assert_eq!(
+            Format::negotiate(Some("verbose"), &headers),
+            Format::Verbose
+        );
+        assert_eq!(
+            Format::negotiate(Some("a=1&verbose=1"), &headers),
+            Format::Verbose
+        );
+        assert_eq!(Format::negotiate(Some("verbosely"), &headers), Format::Line);
+        headers.insert(
+            ACCEPT,
+            HeaderValue::from_static("text/html, application/json;q=0.9"),
+        );
+        assert_eq!(Format::negotiate(Some("verbose"), &headers), Format::Json);
+    }
+}

@@ -1,0 +1,81 @@
+//! Wires configuration, the pod watch and the HTTP server together for `serve`.
+
+use std::sync::Arc;
+
+use kube::Client;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ServeArgs;
+use crate::metrics::Metrics;
+use crate::pod_status::PodStatusSource;
+use crate::pod_status::watch::{self, Followed};
+use crate::server::{self, AppState, ServeError, app};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+}
+
+/// Serves until `cancel`; returns once in-flight requests are drained.
+pub async fn serve(args: ServeArgs, cancel: CancellationToken) -> Result<(), RunError> {
+    let metrics = Arc::new(Metrics::default());
+    let pod = pod_status_source(&args, &metrics, &cancel).await;
+    let state = AppState::new(pod, args.unhealthy_status, metrics);
+    let listeners = server::bind(args.port).await?;
+    server::serve(listeners, app(state), cancel).await;
+    Ok(())
+}
+
+/// The override when set; else a watch on the pod; else (no pod name or no API configuration) a source that says why.
+pub async fn pod_status_source(
+    args: &ServeArgs,
+    metrics: &Arc<Metrics>,
+    cancel: &CancellationToken,
+) -> PodStatusSource {
+    if let Some(healthy) = args.state_override {
+        tracing::info!(
+            healthy,
+            "HTTP_HEALTHCHECK_SIDECAR_STATE_OVERRIDE set: the API is not used"
+        );
+        return PodStatusSource::fixed(healthy);
+    }
+    let Some(name) = args.pod_name() else {
+        let why = "no pod to watch: set POD_NAME from the downward API or HTTP_HEALTHCHECK_SIDECAR_TARGET_POD_OVERRIDE";
+        tracing::error!("{why}");
+        return PodStatusSource::unavailable(why);
+    };
+    let config = match kube::Config::infer().await {
+        Ok(config) => config,
+        Err(error) => {
+            let why = format!(
+                "no Kubernetes API configuration (not in a cluster and no usable KUBECONFIG: {error})"
+            );
+            tracing::error!("{why}");
+            return PodStatusSource::unavailable(why);
+        }
+    };
+    let namespace = args
+        .pod_namespace
+        .clone()
+        .unwrap_or_else(|| config.default_namespace.clone());
+    let client = match Client::try_from(config) {
+        Ok(client) => client,
+        Err(error) => {
+            let why = format!("cannot build a Kubernetes client: {error}");
+            tracing::error!("{why}");
+            return PodStatusSource::unavailable(why);
+        }
+    };
+    tracing::info!(pod = name, %namespace, "watching the pod");
+    let followed = Followed {
+        name: name.to_owned(),
+        namespace,
+        target: args.target(),
+    };
+    let state = watch::spawn(client, followed, Arc::clone(metrics), cancel.clone());
+    PodStatusSource::Watch {
+        state,
+        max_staleness: args.max_staleness,
+    }
+}
