@@ -6,9 +6,13 @@ use thiserror::Error;
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum DurationError {
-    #[error("empty duration: give a number of seconds like `3`, or a value with a unit like `3s`, `500ms`, `1m`")]
+    #[error(
+        "empty duration: give a number of seconds like `3`, or a value with a unit like `3s`, `500ms`, `1m`"
+    )]
     Empty,
-    #[error("`{0}` is not a duration: give a number of seconds like `3`, or a value with a unit like `3s`, `500ms`, `1m`")]
+    #[error(
+        "`{0}` is not a duration: give a number of seconds like `3`, or a value with a unit like `3s`, `500ms`, `1m`"
+    )]
     Invalid(String),
     #[error("`{input}` has an unknown unit `{unit}`: use one of ms, s, m, h")]
     UnknownUnit { input: String, unit: String },
@@ -22,12 +26,16 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
     if text.is_empty() {
         return Err(DurationError::Empty);
     }
-    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     if number.is_empty() {
         return Err(DurationError::Invalid(input.to_owned()));
     }
-    let value: f64 = number.parse().map_err(|_| DurationError::Invalid(input.to_owned()))?;
+    let value: f64 = number
+        .parse()
+        .map_err(|_| DurationError::Invalid(input.to_owned()))?;
     let seconds_per_unit = match unit.trim() {
         "" | "s" | "sec" | "secs" => 1.0,
         "ms" => 0.001,
@@ -35,18 +43,22 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
         "m" | "min" => 60.0,
         "h" => 3600.0,
         other => {
-            return Err(DurationError::UnknownUnit { input: input.to_owned(), unit: other.to_owned() });
+            return Err(DurationError::UnknownUnit {
+                input: input.to_owned(),
+                unit: other.to_owned(),
+            });
         }
     };
-    Duration::try_from_secs_f64(value * seconds_per_unit).map_err(|_| DurationError::TooLarge(input.to_owned()))
+    Duration::try_from_secs_f64(value * seconds_per_unit)
+        .map_err(|_| DurationError::TooLarge(input.to_owned()))
 }
 
 /// Shows a duration the way `parse_duration` reads it back (`3s`, `500ms`), for messages and `--help` defaults.
 pub fn format_duration(duration: Duration) -> String {
     let millis = duration.as_millis();
-    if millis % 1000 == 0 && millis > 0 {
+    if millis.is_multiple_of(1000) && millis > 0 {
         format!("{}s", millis / 1000)
-    } else if duration.subsec_nanos() % 1_000_000 == 0 {
+    } else if duration.subsec_nanos().is_multiple_of(1_000_000) {
         format!("{millis}ms")
     } else {
         format!("{}us", duration.as_micros())
@@ -54,6 +66,7 @@ pub fn format_duration(duration: Duration) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -77,24 +90,53 @@ mod tests {
     #[test]
     fn garbage_is_an_error_that_shows_the_accepted_forms() {
         assert_eq!(parse_duration(""), Err(DurationError::Empty));
-        assert_eq!(parse_duration("abc"), Err(DurationError::Invalid("abc".into())));
-        assert_eq!(parse_duration("-3s"), Err(DurationError::Invalid("-3s".into())));
-        assert_eq!(parse_duration("1.2.3s"), Err(DurationError::Invalid("1.2.3s".into())));
-        assert!(parse_duration("x").unwrap_err().to_string().contains("500ms"));
+        assert_eq!(
+            parse_duration("abc"),
+            Err(DurationError::Invalid("abc".into()))
+        );
+        assert_eq!(
+            parse_duration("-3s"),
+            Err(DurationError::Invalid("-3s".into()))
+        );
+        assert_eq!(
+            parse_duration("1.2.3s"),
+            Err(DurationError::Invalid("1.2.3s".into()))
+        );
+        assert!(
+            parse_duration("x")
+                .unwrap_err()
+                .to_string()
+                .contains("500ms")
+        );
     }
 
     #[test]
     fn unknown_units_are_named() {
         let err = parse_duration("3d").unwrap_err();
-        assert_eq!(err, DurationError::UnknownUnit { input: "3d".into(), unit: "d".into() });
+        assert_eq!(
+            err,
+            DurationError::UnknownUnit {
+                input: "3d".into(),
+                unit: "d".into()
+            }
+        );
         assert!(err.to_string().contains("ms, s, m, h"));
     }
 
     #[test]
     fn absurdly_large_values_are_rejected() {
-        assert_eq!(parse_duration("1e400"), Err(DurationError::UnknownUnit { input: "1e400".into(), unit: "e400".into() }));
+        assert_eq!(
+            parse_duration("1e400"),
+            Err(DurationError::UnknownUnit {
+                input: "1e400".into(),
+                unit: "e400".into()
+            })
+        );
         let huge = "9".repeat(30) + "h";
-        assert_eq!(parse_duration(&huge), Err(DurationError::TooLarge(huge.clone())));
+        assert_eq!(
+            parse_duration(&huge),
+            Err(DurationError::TooLarge(huge.clone()))
+        );
     }
 
     #[test]

@@ -16,16 +16,32 @@ use thiserror::Error;
 #[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
 pub struct ClientTlsArgs {
     /// PEM file with extra CA certificates to trust, on top of the compiled-in web roots.
-    #[arg(long, env = "HTTP_HEALTHCHECK_SIDECAR_TLS_CA_CERT", value_name = "FILE")]
+    #[arg(
+        long,
+        env = "HTTP_HEALTHCHECK_SIDECAR_TLS_CA_CERT",
+        value_name = "FILE"
+    )]
     pub ca_cert: Option<PathBuf>,
     /// PEM certificate chain presented to servers that ask for a client certificate (mTLS); needs --client-key.
-    #[arg(long, env = "HTTP_HEALTHCHECK_SIDECAR_TLS_CLIENT_CERT", value_name = "FILE")]
+    #[arg(
+        long,
+        env = "HTTP_HEALTHCHECK_SIDECAR_TLS_CLIENT_CERT",
+        value_name = "FILE"
+    )]
     pub client_cert: Option<PathBuf>,
     /// PEM private key of --client-cert.
-    #[arg(long, env = "HTTP_HEALTHCHECK_SIDECAR_TLS_CLIENT_KEY", value_name = "FILE")]
+    #[arg(
+        long,
+        env = "HTTP_HEALTHCHECK_SIDECAR_TLS_CLIENT_KEY",
+        value_name = "FILE"
+    )]
     pub client_key: Option<PathBuf>,
     /// Name to verify the server certificate against (and send as SNI) instead of the URL's host.
-    #[arg(long, env = "HTTP_HEALTHCHECK_SIDECAR_TLS_SERVER_NAME", value_name = "NAME")]
+    #[arg(
+        long,
+        env = "HTTP_HEALTHCHECK_SIDECAR_TLS_SERVER_NAME",
+        value_name = "NAME"
+    )]
     pub server_name: Option<String>,
     /// Accept any server certificate. Only for debugging: the connection is encrypted but not authenticated.
     #[arg(long, env = "HTTP_HEALTHCHECK_SIDECAR_TLS_INSECURE_SKIP_VERIFY")]
@@ -38,19 +54,31 @@ pub enum TlsError {
     CertWithoutKey,
     #[error("--client-key is set but --client-cert is not: give both for mTLS, or neither")]
     KeyWithoutCert,
-    #[error("--insecure-skip-verify and --ca-cert contradict each other: a CA is only used to verify; drop one of them")]
+    #[error(
+        "--insecure-skip-verify and --ca-cert contradict each other: a CA is only used to verify; drop one of them"
+    )]
     InsecureWithCa,
-    #[error("--insecure-skip-verify and --server-name contradict each other: the name is only used to verify; drop one of them")]
+    #[error(
+        "--insecure-skip-verify and --server-name contradict each other: the name is only used to verify; drop one of them"
+    )]
     InsecureWithServerName,
     #[error("--server-name `{0}` is not a valid DNS name or IP address")]
     BadServerName(String),
     #[error("{flag} {path}: cannot read PEM: {source}")]
-    Pem { flag: &'static str, path: String, source: rustls_pki_types::pem::Error },
-    #[error("{flag} {path}: no certificate found in the file (expected -----BEGIN CERTIFICATE-----)")]
+    Pem {
+        flag: &'static str,
+        path: String,
+        source: rustls_pki_types::pem::Error,
+    },
+    #[error(
+        "{flag} {path}: no certificate found in the file (expected -----BEGIN CERTIFICATE-----)"
+    )]
     NoCertificate { flag: &'static str, path: String },
     #[error("--ca-cert {path}: certificate rejected: {source}")]
     BadCa { path: String, source: rustls::Error },
-    #[error("--client-cert/--client-key: the key does not fit the certificate or is unsupported: {0}")]
+    #[error(
+        "--client-cert/--client-key: the key does not fit the certificate or is unsupported: {0}"
+    )]
     BadClientIdentity(rustls::Error),
     #[error("TLS set-up failed: {0}")]
     Rustls(#[from] rustls::Error),
@@ -80,15 +108,21 @@ impl ClientTlsArgs {
         let server_name = self
             .server_name
             .as_deref()
-            .map(|name| ServerName::try_from(name.to_owned()).map_err(|_| TlsError::BadServerName(name.to_owned())))
+            .map(|name| {
+                ServerName::try_from(name.to_owned())
+                    .map_err(|_| TlsError::BadServerName(name.to_owned()))
+            })
             .transpose()?;
 
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = ClientConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
+        let builder = ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()?;
         let builder = if self.insecure_skip_verify {
             builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AcceptAnyServerCert(provider.signature_verification_algorithms)))
+                .with_custom_certificate_verifier(Arc::new(AcceptAnyServerCert(
+                    provider.signature_verification_algorithms,
+                )))
         } else {
             builder.with_root_certificates(self.roots()?)
         };
@@ -100,18 +134,28 @@ impl ClientTlsArgs {
                     path: key.display().to_string(),
                     source,
                 })?;
-                builder.with_client_auth_cert(chain, key).map_err(TlsError::BadClientIdentity)?
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(TlsError::BadClientIdentity)?
             }
             _ => builder.with_no_client_auth(),
         };
-        Ok(ClientTls { config: Arc::new(config), server_name })
+        Ok(ClientTls {
+            config: Arc::new(config),
+            server_name,
+        })
     }
 
     fn roots(&self) -> Result<RootCertStore, TlsError> {
-        let mut roots = RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+        let mut roots = RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
         if let Some(path) = &self.ca_cert {
             for cert in read_certs("--ca-cert", path)? {
-                roots.add(cert).map_err(|source| TlsError::BadCa { path: path.display().to_string(), source })?;
+                roots.add(cert).map_err(|source| TlsError::BadCa {
+                    path: path.display().to_string(),
+                    source,
+                })?;
             }
         }
         Ok(roots)
@@ -128,7 +172,9 @@ impl ClientTls {
             .with_tls_config((*self.config).clone())
             .https_or_http();
         let builder = match &self.server_name {
-            Some(name) => builder.with_server_name_resolver(FixedServerNameResolver::new(name.clone())),
+            Some(name) => {
+                builder.with_server_name_resolver(FixedServerNameResolver::new(name.clone()))
+            }
             None => builder,
         };
         builder.enable_http1().enable_http2().wrap_connector(http)
@@ -136,13 +182,20 @@ impl ClientTls {
 }
 
 fn read_certs(flag: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem_error = |source| TlsError::Pem { flag, path: path.display().to_string(), source };
+    let pem_error = |source| TlsError::Pem {
+        flag,
+        path: path.display().to_string(),
+        source,
+    };
     let certs = CertificateDer::pem_file_iter(path)
         .map_err(pem_error)?
         .collect::<Result<Vec<_>, _>>()
         .map_err(pem_error)?;
     if certs.is_empty() {
-        return Err(TlsError::NoCertificate { flag, path: path.display().to_string() });
+        return Err(TlsError::NoCertificate {
+            flag,
+            path: path.display().to_string(),
+        });
     }
     Ok(certs)
 }
@@ -187,6 +240,7 @@ impl ServerCertVerifier for AcceptAnyServerCert {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -203,39 +257,93 @@ mod tests {
 
     #[test]
     fn a_client_cert_without_a_key_is_rejected() {
-        let err = ClientTlsArgs { client_cert: Some("c.pem".into()), ..args() }.load().unwrap_err();
+        let err = ClientTlsArgs {
+            client_cert: Some("c.pem".into()),
+            ..args()
+        }
+        .load()
+        .unwrap_err();
         assert!(matches!(err, TlsError::CertWithoutKey), "{err}");
     }
 
     #[test]
     fn a_client_key_without_a_cert_is_rejected() {
-        let err = ClientTlsArgs { client_key: Some("k.pem".into()), ..args() }.load().unwrap_err();
+        let err = ClientTlsArgs {
+            client_key: Some("k.pem".into()),
+            ..args()
+        }
+        .load()
+        .unwrap_err();
         assert!(matches!(err, TlsError::KeyWithoutCert), "{err}");
     }
 
     #[test]
     fn skipping_verification_contradicts_a_ca_or_a_server_name() {
-        let insecure = ClientTlsArgs { insecure_skip_verify: true, ..args() };
+        let insecure = ClientTlsArgs {
+            insecure_skip_verify: true,
+            ..args()
+        };
         assert!(insecure.load().is_ok());
-        let with_ca = ClientTlsArgs { ca_cert: Some("ca.pem".into()), ..insecure.clone() };
-        assert!(matches!(with_ca.load().unwrap_err(), TlsError::InsecureWithCa));
-        let with_name = ClientTlsArgs { server_name: Some("app".into()), ..insecure };
-        assert!(matches!(with_name.load().unwrap_err(), TlsError::InsecureWithServerName));
+        let with_ca = ClientTlsArgs {
+            ca_cert: Some("ca.pem".into()),
+            ..insecure.clone()
+        };
+        assert!(matches!(
+            with_ca.load().unwrap_err(),
+            TlsError::InsecureWithCa
+        ));
+        let with_name = ClientTlsArgs {
+            server_name: Some("app".into()),
+            ..insecure
+        };
+        assert!(matches!(
+            with_name.load().unwrap_err(),
+            TlsError::InsecureWithServerName
+        ));
     }
 
     #[test]
     fn a_bad_server_name_is_named() {
-        let err = ClientTlsArgs { server_name: Some("not a name".into()), ..args() }.load().unwrap_err();
+        let err = ClientTlsArgs {
+            server_name: Some("not a name".into()),
+            ..args()
+        }
+        .load()
+        .unwrap_err();
         assert!(err.to_string().contains("`not a name`"), "{err}");
     }
 
     #[test]
     fn missing_or_empty_ca_files_are_errors_naming_the_flag() {
-        let missing = ClientTlsArgs { ca_cert: Some("/nonexistent/ca.pem".into()), ..args() }.load().unwrap_err();
-        assert!(missing.to_string().starts_with("--ca-cert /nonexistent/ca.pem"), "{missing}");
+        let missing = ClientTlsArgs {
+            ca_cert: Some("/nonexistent/ca.pem".into()),
+            ..args()
+        }
+        .load()
+        .unwrap_err();
+        assert!(
+            missing
+                .to_string()
+                .starts_with("--ca-cert /nonexistent/ca.pem"),
+            "{missing}"
+        );
         let empty = tempfile::NamedTempFile::new().unwrap();
-        let err = ClientTlsArgs { ca_cert: Some(empty.path().into()), ..args() }.load().unwrap_err();
-        assert!(matches!(err, TlsError::NoCertificate { flag: "--ca-cert", .. }), "{err}");
+        let err = ClientTlsArgs {
+            ca_cert: Some(empty.path().into()),
+            ..args()
+        }
+        .load()
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                TlsError::NoCertificate {
+                    flag: "--ca-cert",
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[test]
@@ -256,6 +364,9 @@ mod tests {
         .load()
         .unwrap();
         assert!(tls.config.client_auth_cert_resolver.has_certs());
-        assert_eq!(tls.server_name, Some(ServerName::try_from("localhost").unwrap()));
+        assert_eq!(
+            tls.server_name,
+            Some(ServerName::try_from("localhost").unwrap())
+        );
     }
 }

@@ -12,7 +12,7 @@ use kube::config::{Config, KubeConfigOptions, Kubeconfig};
 /// Where `e2e/cluster/up` writes the admin kubeconfig (see docs/architecture.md).
 pub const DEFAULT_KUBECONFIG: &str = "/var/lib/healthbridge-e2e/admin.kubeconfig";
 /// Namespace `e2e/run` installs healthbridge into.
-pub const DEFAULT_RELEASE_NAMESPACE: &str = "healthbridge";
+pub const DEFAULT_RELEASE_NAMESPACE: &str = "healthbridge-system";
 
 /// The cluster under test, with the paths the CLI tools need.
 #[derive(Clone)]

@@ -14,6 +14,8 @@ pub const GROUP_LABEL: &str = "healthbridge.io/group";
 pub const NODE_PORT: &str = "healthbridge.io/node-port";
 /// The demo app's container in every test pod.
 pub const APP_CONTAINER: &str = "app";
+/// Where scripts/images puts the demo binary in its image.
+pub const DEMO_BINARY: &str = "/usr/local/bin/healthbridge-demo";
 
 /// The demo image imported by e2e/run; tagged with the workspace version like every image of ours.
 pub fn demo_image() -> String {
@@ -79,7 +81,7 @@ impl DemoPod {
                 ],
                 // The image has no shell: the demo binary itself checks its marker file.
                 "readinessProbe": {
-                    "exec": { "command": ["healthbridge-demo", "check-ready"] },
+                    "exec": { "command": [DEMO_BINARY, "check-ready"] },
                     "periodSeconds": 1,
                     "failureThreshold": 1,
                     "successThreshold": 1,

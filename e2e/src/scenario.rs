@@ -10,7 +10,7 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::json;
 
 use crate::cluster::Cluster;
-use crate::fixtures::AGENT_CONTAINER;
+use crate::fixtures::{AGENT_CONTAINER, APP_CONTAINER, DEMO_BINARY, DemoPod};
 use crate::poll::poll_until;
 
 /// A test's namespace on the cluster, with the client scoped to it.
@@ -100,6 +100,46 @@ impl Scenario {
         let mut all = vec!["-n", self.namespace.as_str()];
         all.extend_from_slice(args);
         self.cluster.kubectl(&all)
+    }
+
+    /// Creates the pod and returns it as admitted (after every mutating webhook).
+    pub async fn create_pod(&self, pod: &DemoPod) -> anyhow::Result<Pod> {
+        let pods: Api<Pod> = self.api();
+        pods.create(&PostParams::default(), &pod.pod()?)
+            .await
+            .with_context(|| format!("cannot create pod {}", pod.name))
+    }
+
+    /// Waits until the pod `name` satisfies `predicate`, described by `what` in the timeout error.
+    pub async fn wait_for_pod(
+        &self,
+        name: &str,
+        what: &str,
+        timeout: Duration,
+        predicate: impl Fn(&Pod) -> bool,
+    ) -> anyhow::Result<Pod> {
+        let pods: Api<Pod> = self.api();
+        poll_until(&format!("pod {name} {what}"), timeout, || async {
+            Ok(pods.get_opt(name).await?.filter(|pod| predicate(pod)))
+        })
+        .await
+    }
+
+    /// Waits for the first pod labelled `app=<app>` (the pods of a demo Deployment).
+    pub async fn wait_for_pod_of(&self, app: &str, timeout: Duration) -> anyhow::Result<Pod> {
+        let pods: Api<Pod> = self.api();
+        let selector = ListParams::default().labels(&format!("app={app}"));
+        poll_until(&format!("a pod of {app}"), timeout, || async {
+            Ok(pods.list(&selector).await?.items.into_iter().next())
+        })
+        .await
+    }
+
+    /// Makes the demo app of `pod` ready or unready through its marker file (`kubectl exec`).
+    pub fn set_app_ready(&self, pod: &str, ready: bool) -> anyhow::Result<()> {
+        let command = if ready { "set-ready" } else { "rm-ready" };
+        self.kubectl(&["exec", pod, "-c", APP_CONTAINER, "--", DEMO_BINARY, command])?;
+        Ok(())
     }
 
     /// Prints what a reader needs to see why a test failed: pods, events, agent and webhook logs.
