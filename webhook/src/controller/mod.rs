@@ -4,9 +4,31 @@ pub mod desired;
 pub mod leader;
 pub mod metrics;
 pub mod names;
+pub mod reconcile;
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Args;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::api::Api;
+use kube::runtime::controller::{Config as ControllerConfig, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Resource, ResourceExt};
 use tokio_util::sync::CancellationToken;
+
+pub use self::desired::NodePortRange;
+pub use self::leader::{LeaderError, LeaseLock, Timing};
+pub use self::metrics::register;
+use self::reconcile::{Context, Stores};
+use crate::keys;
+
+/// How often unused group Services are collected and the gauges refreshed.
+const HOUSEKEEPING_PERIOD: Duration = Duration::from_secs(15);
 
 /// Flags of the controller (also env vars with the `HEALTHBRIDGE_` prefix).
 #[derive(Debug, Clone, Args)]
@@ -28,6 +50,35 @@ pub struct ControllerArgs {
     /// Holder identity written into the Lease: the pod name (downward API), else the hostname.
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+    /// Others take the Lease over this long after the holder's last renewal.
+    #[arg(long, env = "HEALTHBRIDGE_LEASE_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub lease_duration: Duration,
+    /// The leader stops reconciling when it could not renew the Lease for this long (< lease duration).
+    #[arg(long, env = "HEALTHBRIDGE_RENEW_DEADLINE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub renew_deadline: Duration,
+    /// How often the leader renews and the others try to acquire.
+    #[arg(long, env = "HEALTHBRIDGE_RETRY_PERIOD", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub retry_period: Duration,
+    /// The API server's `--service-node-port-range`: pinned nodePorts outside it are reported, not applied.
+    #[arg(
+        long,
+        env = "HEALTHBRIDGE_NODE_PORT_RANGE",
+        default_value = "30000-32767"
+    )]
+    pub node_port_range: NodePortRange,
+    /// Pods reconciled at the same time.
+    #[arg(long, env = "HEALTHBRIDGE_CONCURRENCY", default_value_t = 16)]
+    pub concurrency: u16,
+}
+
+impl ControllerArgs {
+    fn timing(&self) -> Timing {
+        Timing {
+            lease_duration: self.lease_duration,
+            renew_deadline: self.renew_deadline,
+            retry_period: self.retry_period,
+        }
+    }
 }
 
 /// Why the controller stopped.
@@ -35,15 +86,183 @@ pub struct ControllerArgs {
 pub enum ControllerError {
     #[error("the Kubernetes API failed: {0}")]
     Kube(#[from] kube::Error),
+    #[error("no identity for the Lease: set POD_NAME (downward API metadata.name) or --identity")]
+    NoIdentity,
+    #[error(transparent)]
+    Leader(#[from] LeaderError),
 }
 
-/// Runs the controller until `shutdown` is cancelled.
+/// Runs the controller until `shutdown` is cancelled, reconciling only while this replica holds the Lease.
 pub async fn run(
     args: ControllerArgs,
     client: kube::Client,
     shutdown: CancellationToken,
 ) -> Result<(), ControllerError> {
-    let _ = (args, client);
-    shutdown.cancelled().await;
+    let identity = args
+        .identity
+        .clone()
+        .filter(|identity| !identity.is_empty())
+        .or_else(|| {
+            std::env::var("HOSTNAME")
+                .ok()
+                .filter(|host| !host.is_empty())
+        })
+        .ok_or(ControllerError::NoIdentity)?;
+    let lock = LeaseLock::new(
+        client.clone(),
+        &args.lease_namespace,
+        &args.lease_name,
+        &identity,
+        args.timing(),
+    );
+    lock.run_while_leading(shutdown, |leading| {
+        run_leading(args.clone(), client.clone(), identity.clone(), leading)
+    })
+    .await?;
     Ok(())
+}
+
+/// Selects the objects the controller created.
+fn managed_selector() -> watcher::Config {
+    watcher::Config::default().labels(&format!("{}={}", keys::MANAGED_BY_LABEL, keys::MANAGED_BY))
+}
+
+/// Starts a reflector for managed objects of one kind; its task ends with `stop`.
+fn managed_store<K>(client: &kube::Client, stop: &CancellationToken) -> Store<K>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(writer, watcher(Api::<K>::all(client.clone()), managed_selector()))
+        .default_backoff()
+        .for_each(|event| async move {
+            if let Err(err) = event {
+                tracing::warn!(kind = %K::kind(&()), error = %err, "watch of managed objects failed; retrying");
+            }
+        });
+    let stop = stop.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            () = stop.cancelled() => {}
+            () = stream => {}
+        }
+    });
+    reader
+}
+
+/// The controller proper: watches, caches, reconciles and housekeeping, until `leading` is cancelled.
+pub async fn run_leading(
+    args: ControllerArgs,
+    client: kube::Client,
+    identity: String,
+    leading: CancellationToken,
+) {
+    let roles = managed_store::<Role>(&client, &leading);
+    let role_bindings = managed_store::<RoleBinding>(&client, &leading);
+    let services = managed_store::<Service>(&client, &leading);
+
+    // Every pod, not only injected ones: an opted-in pod without the marker must be seen to be reported, and a
+    // label selector cannot see annotations.
+    let controller = Controller::new(
+        Api::<Pod>::all(client.clone()),
+        watcher::Config::default().any_semantic(),
+    )
+    .with_config(ControllerConfig::default().concurrency(args.concurrency))
+    .owns(Api::<Role>::all(client.clone()), managed_selector())
+    .owns(Api::<RoleBinding>::all(client.clone()), managed_selector());
+    let pods = controller.store();
+    let service_pods = pods.clone();
+    let controller = controller.watches(
+        Api::<Service>::all(client.clone()),
+        managed_selector(),
+        move |service| pods_of_service(&service_pods, &service),
+    );
+
+    // Compare against complete caches only: a half-filled cache would look like missing objects and cause writes.
+    let ready = async {
+        let waits = (
+            roles.wait_until_ready(),
+            role_bindings.wait_until_ready(),
+            services.wait_until_ready(),
+        );
+        let (a, b, c) = tokio::join!(waits.0, waits.1, waits.2);
+        a.is_ok() && b.is_ok() && c.is_ok()
+    };
+    tokio::select! {
+        () = leading.cancelled() => return,
+        synced = ready => if !synced { return },
+    }
+
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: keys::MANAGED_BY.to_owned(),
+            instance: Some(identity),
+        },
+    );
+    let stores = Stores {
+        pods: pods.clone(),
+        roles,
+        role_bindings,
+        services,
+    };
+    let ctx = Arc::new(Context::new(client, stores, recorder, args.node_port_range));
+
+    let housekeeping = {
+        let ctx = ctx.clone();
+        let leading = leading.clone();
+        async move {
+            if ctx.pods.wait_until_ready().await.is_err() {
+                return;
+            }
+            let mut tick = tokio::time::interval(HOUSEKEEPING_PERIOD);
+            loop {
+                tokio::select! {
+                    () = leading.cancelled() => return,
+                    _ = tick.tick() => {
+                        reconcile::update_gauges(&ctx);
+                        reconcile::collect_garbage(&ctx).await;
+                    }
+                }
+            }
+        }
+    };
+    let reconciling = controller
+        .graceful_shutdown_on(leading.clone().cancelled_owned())
+        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(err) = result {
+                tracing::debug!(error = %err, "controller event");
+            }
+        });
+    tokio::join!(reconciling, housekeeping);
+}
+
+/// The pods whose reconcile a change to a managed Service should trigger: its owner pod for a per-pod Service,
+/// the group's pods for a group Service.
+fn pods_of_service(pods: &Store<Pod>, service: &Service) -> Vec<ObjectRef<Pod>> {
+    let namespace = service.namespace().unwrap_or_default();
+    if let Some(owner) = service
+        .owner_references()
+        .iter()
+        .find(|owner| owner.kind == "Pod")
+    {
+        return vec![ObjectRef::new(&owner.name).within(&namespace)];
+    }
+    let Some(group) = service.labels().get(keys::GROUP_LABEL) else {
+        return Vec::new();
+    };
+    pods.state_filter(|pod| {
+        pod.namespace().as_deref() == Some(namespace.as_str())
+            && pod.labels().get(keys::GROUP_LABEL) == Some(group)
+    })
+    .iter()
+    .map(|pod| ObjectRef::from_obj(pod.as_ref()))
+    .collect()
 }
