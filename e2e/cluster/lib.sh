@@ -36,7 +36,7 @@ hb_running() {
   pid="$(cat "$HB_PIDS/$1.pid" 2>/dev/null)" || return 1
   [[ -n "$pid" && -r "/proc/$pid/cmdline" ]] || return 1
   # A recycled PID belongs to someone else: the command line must name our binary.
-  tr '\0' ' ' < "/proc/$pid/cmdline" | grep -q -- "$1" || return 1
+  [[ "$(tr '\0' ' ' < "/proc/$pid/cmdline")" == *"$1"* ]] || return 1
 }
 
 # hb_start NAME BINARY ARGS...: starts a daemon detached from this shell, logging to a file.
