@@ -57,7 +57,8 @@ pub fn review(
         Err(pod_error) => return not_a_pod_review(body, &pod_error),
     };
     let uid = request.uid.as_str();
-    if request.kind.group != "" || request.kind.version != "v1" || request.kind.kind != "Pod" {
+    if !request.kind.group.is_empty() || request.kind.version != "v1" || request.kind.kind != "Pod"
+    {
         let message = format!(
             "this webhook admits only v1 Pods, got {}/{} {}; check the rules of the MutatingWebhookConfiguration",
             request.kind.group, request.kind.version, request.kind.kind
@@ -289,6 +290,7 @@ fn handle(state: &AdmissionState, opt_in: OptIn, body: Result<Bytes, BytesReject
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::base64;
 

@@ -310,6 +310,7 @@ pub fn parse_quantity(v: &str) -> Option<String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

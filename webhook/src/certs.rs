@@ -401,6 +401,7 @@ async fn reconcile(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -99,6 +99,7 @@ pub fn supports_native_sidecars(major: &str, minor: &str) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

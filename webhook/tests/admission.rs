@@ -1,4 +1,5 @@
 //! Admission over HTTPS, in process, with rcgen certificates: the answers the API server gets.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! The patch for every fixture pod, applied with json_patch and checked field by field.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

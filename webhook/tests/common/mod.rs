@@ -1,5 +1,5 @@
 //! Fixture helpers shared by the webhook's tests and benches.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use healthbridge_webhook::config::InjectionConfig;
 use healthbridge_webhook::patch::{AdmissionContext, OptIn};
