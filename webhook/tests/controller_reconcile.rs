@@ -1,0 +1,537 @@
+//! Reconciler behaviour against a fake API server: create, steady state, drift, nodePort conflict, 403, 409, GC.
+
+mod controller_support;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use controller_support::{Recorded, accepting, fake_api, pod, status};
+use healthbridge_webhook::controller::NodePortRange;
+use healthbridge_webhook::controller::desired::{desired_role, pod_identity};
+use healthbridge_webhook::controller::reconcile::{
+    Context, ReconcileError, SLOW_RETRY, Stores, collect_garbage, error_policy, reconcile,
+    retry_after,
+};
+use healthbridge_webhook::keys;
+use http::{Method, StatusCode};
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::Resource;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, store::Writer};
+use kube::runtime::watcher;
+use serde_json::Value;
+
+/// The caches as the controller's reflectors would fill them, writable by the test.
+struct World {
+    ctx: Arc<Context>,
+    log: Arc<Mutex<Vec<Recorded>>>,
+    pods: Writer<Pod>,
+    roles: Writer<Role>,
+    role_bindings: Writer<RoleBinding>,
+    services: Writer<Service>,
+}
+
+fn world(respond: impl Fn(&Recorded) -> (StatusCode, Value) + Send + Sync + 'static) -> World {
+    let (client, log) = fake_api(respond);
+    let (pods_reader, pods) = reflector::store();
+    let (roles_reader, roles) = reflector::store();
+    let (bindings_reader, role_bindings) = reflector::store();
+    let (services_reader, services) = reflector::store();
+    let stores = Stores {
+        pods: pods_reader,
+        roles: roles_reader,
+        role_bindings: bindings_reader,
+        services: services_reader,
+    };
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "healthbridge".to_owned(),
+            instance: Some("test".to_owned()),
+        },
+    );
+    let ctx = Arc::new(Context::new(
+        client,
+        stores,
+        recorder,
+        NodePortRange::default(),
+    ));
+    World {
+        ctx,
+        log,
+        pods,
+        roles,
+        role_bindings,
+        services,
+    }
+}
+
+impl World {
+    fn with_pods(mut self, pods: &[Pod]) -> Self {
+        for pod in pods {
+            self.pods
+                .apply_watcher_event(&watcher::Event::Apply(pod.clone()));
+        }
+        self
+    }
+
+    /// Feeds what the fake API server answered to applies back into the caches, as the watches would.
+    fn observe_applied(&mut self) {
+        for request in self
+            .requests()
+            .into_iter()
+            .filter(|request| request.method == Method::PATCH)
+        {
+            let (_, answer) = accepting(&request);
+            if request.path.contains("/roles/") {
+                self.roles.apply_watcher_event(&watcher::Event::Apply(
+                    serde_json::from_value(answer).unwrap(),
+                ));
+            } else if request.path.contains("/rolebindings/") {
+                self.role_bindings
+                    .apply_watcher_event(&watcher::Event::Apply(
+                        serde_json::from_value(answer).unwrap(),
+                    ));
+            } else if request.path.contains("/services/") {
+                self.services.apply_watcher_event(&watcher::Event::Apply(
+                    serde_json::from_value(answer).unwrap(),
+                ));
+            }
+        }
+    }
+
+    fn requests(&self) -> Vec<Recorded> {
+        self.log.lock().unwrap().clone()
+    }
+
+    fn forget_requests(&self) {
+        self.log.lock().unwrap().clear();
+    }
+
+    fn writes(&self) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(|request| request.is_write() && !request.is_event())
+            .collect()
+    }
+
+    fn events(&self) -> Vec<Value> {
+        self.requests()
+            .into_iter()
+            .filter(Recorded::is_event)
+            .map(|request| request.body)
+            .collect()
+    }
+
+    async fn reconcile(&self, pod: &Pod) -> Result<Action, ReconcileError> {
+        reconcile(Arc::new(pod.clone()), self.ctx.clone()).await
+    }
+}
+
+fn web_pod() -> Pod {
+    pod("web-7d9f8c6b5d-x2x7q")
+        .injected()
+        .in_group("web")
+        .owned_by("ReplicaSet", "web-7d9f8c6b5d")
+        .with_service_account("web")
+        .build()
+}
+
+#[tokio::test]
+async fn a_new_injected_pod_gets_its_role_binding_and_service_applied_by_the_healthbridge_manager()
+{
+    let pod = web_pod();
+    let world = world(accepting).with_pods(std::slice::from_ref(&pod));
+
+    let action = world.reconcile(&pod).await.unwrap();
+
+    assert_eq!(action, Action::requeue(Duration::from_secs(300)));
+    let writes = world.writes();
+    let paths: Vec<&str> = writes.iter().map(|request| request.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "/apis/rbac.authorization.k8s.io/v1/namespaces/shop/roles/web-7d9f8c6b5d-x2x7q-healthbridge",
+            "/apis/rbac.authorization.k8s.io/v1/namespaces/shop/rolebindings/web-7d9f8c6b5d-x2x7q-healthbridge",
+            "/api/v1/namespaces/shop/services/web-healthbridge",
+        ]
+    );
+    for write in &writes {
+        assert_eq!(write.method, Method::PATCH);
+        assert!(
+            write.query.contains("fieldManager=healthbridge"),
+            "{}",
+            write.query
+        );
+        assert!(write.query.contains("force=true"), "{}", write.query);
+    }
+    assert_eq!(
+        writes[2].body["metadata"]["ownerReferences"][0]["kind"],
+        "Deployment"
+    );
+    assert_eq!(
+        writes[2].body["metadata"]["ownerReferences"][0]["name"],
+        "web"
+    );
+}
+
+#[tokio::test]
+async fn the_pod_is_told_its_rbac_and_node_port_are_ready() {
+    let pod = web_pod();
+    let world = world(accepting).with_pods(std::slice::from_ref(&pod));
+
+    world.reconcile(&pod).await.unwrap();
+
+    let events = world.events();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["type"], "Normal");
+    assert_eq!(events[0]["reason"], "Ready");
+    assert_eq!(events[0]["regarding"]["name"], "web-7d9f8c6b5d-x2x7q");
+    let note = events[0]["note"].as_str().unwrap();
+    assert!(
+        note.contains("ServiceAccount web may read this pod only"),
+        "{note}"
+    );
+    assert!(
+        note.contains("Service web-healthbridge serves the health check on nodePort 30001"),
+        "{note}"
+    );
+}
+
+#[tokio::test]
+async fn in_steady_state_a_reconcile_makes_no_request_at_all() {
+    let pod = web_pod();
+    let mut world = world(accepting).with_pods(std::slice::from_ref(&pod));
+    world.reconcile(&pod).await.unwrap();
+    world.observe_applied();
+    world.forget_requests();
+
+    world.reconcile(&pod).await.unwrap();
+    world.reconcile(&pod).await.unwrap();
+
+    assert!(world.requests().is_empty(), "{:?}", world.requests());
+}
+
+#[tokio::test]
+async fn a_user_edit_of_a_field_we_own_is_set_back() {
+    let pod = web_pod();
+    let mut world = world(accepting).with_pods(std::slice::from_ref(&pod));
+    world.reconcile(&pod).await.unwrap();
+    world.observe_applied();
+    world.forget_requests();
+    let mut edited = web_role();
+    if let Some(rules) = edited.rules.as_mut() {
+        rules[0].verbs.push("delete".to_owned());
+    }
+    world
+        .roles
+        .apply_watcher_event(&watcher::Event::Apply(edited));
+
+    world.reconcile(&pod).await.unwrap();
+
+    let writes = world.writes();
+    assert_eq!(writes.len(), 1);
+    assert!(
+        writes[0]
+            .path
+            .ends_with("/roles/web-7d9f8c6b5d-x2x7q-healthbridge")
+    );
+    assert_eq!(
+        writes[0].body["rules"][0]["verbs"],
+        serde_json::json!(["get", "list", "watch"])
+    );
+}
+
+/// The Role the controller applies for [`web_pod`].
+fn web_role() -> Role {
+    desired_role(&pod_identity(&web_pod()).unwrap())
+}
+
+#[tokio::test]
+async fn a_new_pinned_node_port_is_applied_to_the_existing_service() {
+    let pod = web_pod();
+    let mut world = world(accepting).with_pods(std::slice::from_ref(&pod));
+    world.reconcile(&pod).await.unwrap();
+    world.observe_applied();
+    world.forget_requests();
+    let mut pinned = pod.clone();
+    pinned
+        .metadata
+        .annotations
+        .get_or_insert_default()
+        .insert(keys::NODE_PORT.to_owned(), "31500".to_owned());
+    world
+        .pods
+        .apply_watcher_event(&watcher::Event::Apply(pinned.clone()));
+
+    world.reconcile(&pinned).await.unwrap();
+
+    let writes = world.writes();
+    assert_eq!(writes.len(), 1, "only the Service changes: {writes:?}");
+    assert_eq!(writes[0].body["spec"]["ports"][0]["nodePort"], 31500);
+}
+
+fn conflicting(request: &Recorded) -> (StatusCode, Value) {
+    if request.method == Method::PATCH && request.path.contains("/services/") {
+        return status(
+            422,
+            "Invalid",
+            "Service \"web-healthbridge\" is invalid: spec.ports[0].nodePort: Invalid value: 31500: provided port is already allocated",
+        );
+    }
+    accepting(request)
+}
+
+#[tokio::test]
+async fn a_node_port_conflict_is_reported_on_the_pod_and_the_deployment_and_retried_slowly() {
+    let pod = pod("web-7d9f8c6b5d-x2x7q")
+        .injected()
+        .in_group("web")
+        .owned_by("ReplicaSet", "web-7d9f8c6b5d")
+        .with_annotation(keys::NODE_PORT, "31500")
+        .build();
+    let world = world(conflicting).with_pods(std::slice::from_ref(&pod));
+
+    let error = world.reconcile(&pod).await.unwrap_err();
+
+    assert!(matches!(
+        error,
+        ReconcileError::NodePortConflict {
+            node_port: 31500,
+            ..
+        }
+    ));
+    assert!(
+        error
+            .to_string()
+            .contains("set healthbridge.io/node-port to a free port"),
+        "{error}"
+    );
+    let events = world.events();
+    let regarding: Vec<&str> = events
+        .iter()
+        .map(|event| event["regarding"]["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(regarding, ["Pod", "Deployment"]);
+    assert!(
+        events
+            .iter()
+            .all(|event| event["type"] == "Warning" && event["reason"] == "NodePortConflict")
+    );
+    assert_eq!(
+        error_policy(Arc::new(pod), &error, world.ctx.clone()),
+        Action::requeue(SLOW_RETRY)
+    );
+}
+
+#[tokio::test]
+async fn a_forbidden_write_names_the_missing_permission() {
+    let pod = web_pod();
+    let world = world(|request: &Recorded| {
+        if request.method == Method::PATCH && request.path.contains("/rolebindings/") {
+            return status(
+                403,
+                "Forbidden",
+                "rolebindings.rbac.authorization.k8s.io is forbidden: User \"system:serviceaccount:healthbridge:healthbridge-webhook\" cannot patch resource \"rolebindings\"",
+            );
+        }
+        accepting(request)
+    })
+    .with_pods(std::slice::from_ref(&pod));
+
+    let error = world.reconcile(&pod).await.unwrap_err();
+
+    assert_eq!(
+        error.to_string().split(';').next().unwrap(),
+        "the controller may not apply rolebindings in namespace shop: grant it in the controller's ClusterRole (see docs/controller.md)"
+    );
+    let events = world.events();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["reason"], "Forbidden");
+    assert_eq!(
+        error_policy(Arc::new(pod), &error, world.ctx.clone()),
+        Action::requeue(SLOW_RETRY)
+    );
+}
+
+#[tokio::test]
+async fn a_conflict_backs_off_exponentially_and_resets_on_success() {
+    let pod = web_pod();
+    let world = world(|request: &Recorded| {
+        if request.method == Method::PATCH && request.path.contains("/roles/") {
+            return status(409, "Conflict", "Operation cannot be fulfilled on roles.rbac.authorization.k8s.io: the object has been modified");
+        }
+        accepting(request)
+    })
+    .with_pods(std::slice::from_ref(&pod));
+
+    let error = world.reconcile(&pod).await.unwrap_err();
+    assert!(matches!(error, ReconcileError::Api { .. }));
+
+    let delays: Vec<Action> = (0..3)
+        .map(|_| error_policy(Arc::new(pod.clone()), &error, world.ctx.clone()))
+        .collect();
+    assert_eq!(
+        delays,
+        [1, 2, 4].map(|seconds| Action::requeue(Duration::from_secs(seconds)))
+    );
+    assert_eq!(retry_after(&error, 30), Duration::from_secs(300));
+}
+
+#[tokio::test]
+async fn a_pod_the_webhook_missed_gets_one_uninjected_warning_and_nothing_else() {
+    let pod = pod("web-1").with_annotation(keys::INJECT, "true").build();
+    let world = world(accepting).with_pods(std::slice::from_ref(&pod));
+
+    world.reconcile(&pod).await.unwrap();
+    world.reconcile(&pod).await.unwrap();
+
+    assert!(world.writes().is_empty());
+    let events = world.events();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["type"], "Warning");
+    assert_eq!(events[0]["reason"], "Uninjected");
+    assert!(
+        events[0]["note"]
+            .as_str()
+            .unwrap()
+            .contains("delete this pod so it is re-created with the agent")
+    );
+}
+
+#[tokio::test]
+async fn a_pod_without_the_marker_is_left_alone() {
+    let pod = pod("web-1").in_group("web").build();
+    let world = world(accepting).with_pods(std::slice::from_ref(&pod));
+
+    world.reconcile(&pod).await.unwrap();
+
+    assert!(world.requests().is_empty());
+}
+
+#[tokio::test]
+async fn a_bad_annotation_keeps_the_rbac_and_says_what_to_fix() {
+    let pod = pod("web-1")
+        .injected()
+        .in_group("web")
+        .with_annotation(keys::TRAFFIC_POLICY, "Nearest")
+        .build();
+    let world = world(accepting).with_pods(std::slice::from_ref(&pod));
+
+    world.reconcile(&pod).await.unwrap();
+
+    assert_eq!(world.writes().len(), 2, "Role and RoleBinding only");
+    let events = world.events();
+    assert_eq!(events[0]["reason"], "InvalidAnnotation");
+    assert!(
+        events[0]["note"]
+            .as_str()
+            .unwrap()
+            .contains("healthbridge.io/traffic-policy=\"Nearest\"")
+    );
+}
+
+#[tokio::test]
+async fn a_per_pod_service_labels_the_pod_and_selects_that_label() {
+    let pod = pod("debug")
+        .injected()
+        .in_group("debug")
+        .with_annotation(keys::SERVICE_SCOPE, "pod")
+        .build();
+    let world = world(accepting).with_pods(std::slice::from_ref(&pod));
+
+    world.reconcile(&pod).await.unwrap();
+
+    let writes = world.writes();
+    let label = writes
+        .iter()
+        .find(|request| request.path == "/api/v1/namespaces/shop/pods/debug")
+        .unwrap();
+    assert_eq!(label.body["metadata"]["labels"][keys::POD_LABEL], "debug");
+    let service = writes
+        .iter()
+        .find(|request| request.path.ends_with("/services/debug-healthbridge"))
+        .unwrap();
+    assert_eq!(service.body["spec"]["selector"][keys::POD_LABEL], "debug");
+    assert_eq!(
+        service.body["metadata"]["ownerReferences"][0]["kind"],
+        "Pod"
+    );
+}
+
+#[tokio::test]
+async fn the_group_service_follows_the_newest_pod_of_the_group() {
+    let old = pod("web-old")
+        .injected()
+        .in_group("web")
+        .created_at(1_700_000_000)
+        .build();
+    let new = pod("web-new")
+        .injected()
+        .in_group("web")
+        .created_at(1_700_000_600)
+        .with_annotation(keys::NODE_PORT, "31999")
+        .build();
+    let world = world(accepting).with_pods(&[old.clone(), new]);
+
+    world.reconcile(&old).await.unwrap();
+
+    let service = world
+        .writes()
+        .into_iter()
+        .find(|request| request.path.contains("/services/"))
+        .unwrap();
+    assert_eq!(service.body["spec"]["ports"][0]["nodePort"], 31999);
+}
+
+fn unowned_group_service(group: &str) -> Service {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": format!("{group}-healthbridge"), "namespace": "shop", "uid": "svc-uid", "resourceVersion": "7",
+            "labels": {keys::MANAGED_BY_LABEL: keys::MANAGED_BY, keys::GROUP_LABEL: group}},
+        "spec": {"type": "NodePort", "selector": {keys::GROUP_LABEL: group}}
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn an_unowned_group_service_is_deleted_when_its_last_pod_is_gone() {
+    let mut world = world(accepting);
+    world
+        .services
+        .apply_watcher_event(&watcher::Event::Apply(unowned_group_service("debug")));
+
+    assert_eq!(collect_garbage(&world.ctx).await, 1);
+
+    let writes = world.writes();
+    assert_eq!(writes.len(), 1);
+    assert_eq!(writes[0].method, Method::DELETE);
+    assert_eq!(
+        writes[0].path,
+        "/api/v1/namespaces/shop/services/debug-healthbridge"
+    );
+    assert_eq!(
+        writes[0].body["preconditions"],
+        serde_json::json!({"uid": "svc-uid", "resourceVersion": "7"})
+    );
+}
+
+#[tokio::test]
+async fn a_group_service_with_a_live_pod_is_kept() {
+    let mut world =
+        world(accepting).with_pods(&[pod("debug").injected().in_group("debug").build()]);
+    world
+        .services
+        .apply_watcher_event(&watcher::Event::Apply(unowned_group_service("debug")));
+    let mut owned = unowned_group_service("web");
+    owned.meta_mut().owner_references =
+        Some(vec![controller_support::owner("Deployment", "web", false)]);
+    world
+        .services
+        .apply_watcher_event(&watcher::Event::Apply(owned));
+
+    assert_eq!(collect_garbage(&world.ctx).await, 0);
+    assert!(world.requests().is_empty());
+}
