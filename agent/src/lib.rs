@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod duration;
 pub mod endpoints;
+pub mod exec;
 pub mod logging;
 pub mod metrics;
 pub mod pod_status;
