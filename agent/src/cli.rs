@@ -67,6 +67,40 @@ mod tests {
     }
 
     #[test]
+    fn the_old_checker_positional_args_are_accepted() {
+        let Command::Serve(args) = parse(&[
+            "8081",
+            "3",
+            "http://127.0.0.1:8080/a",
+            "http://127.0.0.1:8080/b",
+        ])
+        .unwrap()
+        .into_command();
+        assert_eq!(
+            args.legacy,
+            [
+                "8081",
+                "3",
+                "http://127.0.0.1:8080/a",
+                "http://127.0.0.1:8080/b"
+            ]
+        );
+    }
+
+    #[test]
+    fn endpoint_flags_are_serve_flags() {
+        let Command::Serve(args) = parse(&[
+            "--endpoint",
+            "http://127.0.0.1:8080/a",
+            "--timeout",
+            "500ms",
+        ])
+        .unwrap()
+        .into_command();
+        assert_eq!(args.endpoints.endpoints, ["http://127.0.0.1:8080/a"]);
+    }
+
+    #[test]
     fn a_bad_state_override_is_rejected_at_start_up() {
         let error = parse(&["--state-override", "maybe"])
             .unwrap_err()

@@ -5,6 +5,7 @@ use std::time::Duration;
 use clap::Args;
 use http::StatusCode;
 
+use crate::endpoints::EndpointArgs;
 use crate::pod_status::Target;
 
 /// Settings of the pod-status part of `serve`.
@@ -43,8 +44,14 @@ pub struct ServeArgs {
     pub pod_namespace: Option<String>,
 
     /// `true`: always healthy, `false`: always unhealthy; neither touches the API.
-    #[arg(long, env = "HTTP_HEALTHCHECK_SIDECAR_STATE_OVERRIDE", value_parser = parse_state_override)]
-    pub state_override: Option<bool>,
+    #[arg(
+        long,
+        env = "HTTP_HEALTHCHECK_SIDECAR_STATE_OVERRIDE",
+        default_value = "",
+        hide_default_value = true,
+        value_parser = parse_state_override
+    )]
+    pub state_override: StateOverride,
 
     /// Status code of an unhealthy answer (500 reproduces the original sidecar's README).
     #[arg(long, env = "HTTP_HEALTHCHECK_SIDECAR_UNHEALTHY_STATUS", default_value = "503", value_parser = parse_unhealthy_status)]
@@ -53,6 +60,14 @@ pub struct ServeArgs {
     /// A watch broken for longer than this makes the pod status unknown, hence unhealthy (`30s`, `500ms`, `30`).
     #[arg(long, env = "HTTP_HEALTHCHECK_SIDECAR_MAX_STALENESS", default_value = "30s", value_parser = parse_staleness)]
     pub max_staleness: Duration,
+
+    /// URLs and options for `/all`.
+    #[command(flatten)]
+    pub endpoints: EndpointArgs,
+
+    /// The old aggregated checker's container args, `PORT TIMEOUT URL...`, accepted unchanged.
+    #[arg(value_name = "PORT TIMEOUT URL", num_args = 0.., trailing_var_arg = true)]
+    pub legacy: Vec<String>,
 }
 
 impl ServeArgs {
@@ -75,12 +90,30 @@ impl ServeArgs {
     }
 }
 
-fn parse_state_override(value: &str) -> Result<Option<bool>, String> {
+/// `STATE_OVERRIDE`: a fixed answer, or (unset or empty, as the original sidecar read it) the pod's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateOverride {
+    FollowPod,
+    AlwaysHealthy,
+    AlwaysUnhealthy,
+}
+
+impl StateOverride {
+    /// The fixed answer, if any.
+    pub fn fixed(self) -> Option<bool> {
+        match self {
+            Self::FollowPod => None,
+            Self::AlwaysHealthy => Some(true),
+            Self::AlwaysUnhealthy => Some(false),
+        }
+    }
+}
+
+fn parse_state_override(value: &str) -> Result<StateOverride, String> {
     match value.trim().to_ascii_lowercase().as_str() {
-        "true" => Ok(Some(true)),
-        "false" => Ok(Some(false)),
-        // The original sidecar treated an empty value as unset.
-        "" => Ok(None),
+        "true" => Ok(StateOverride::AlwaysHealthy),
+        "false" => Ok(StateOverride::AlwaysUnhealthy),
+        "" => Ok(StateOverride::FollowPod),
         _ => Err(format!(
             "HTTP_HEALTHCHECK_SIDECAR_STATE_OVERRIDE (--state-override) accepts `true` or `false`, got `{value}`; unset it to follow the pod status"
         )),
@@ -114,9 +147,15 @@ mod tests {
 
     #[test]
     fn state_override_accepts_true_and_false_in_any_case() {
-        assert_eq!(parse_state_override("TRUE"), Ok(Some(true)));
-        assert_eq!(parse_state_override("false"), Ok(Some(false)));
-        assert_eq!(parse_state_override(""), Ok(None));
+        assert_eq!(
+            parse_state_override("TRUE"),
+            Ok(StateOverride::AlwaysHealthy)
+        );
+        assert_eq!(
+            parse_state_override("false"),
+            Ok(StateOverride::AlwaysUnhealthy)
+        );
+        assert_eq!(parse_state_override(""), Ok(StateOverride::FollowPod));
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use healthbridge_agent::cli::{Cli, Command};
+use healthbridge_agent::run::RunError;
 use healthbridge_agent::{logging, run, shutdown};
 
 fn main() -> ExitCode {
@@ -15,7 +16,14 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(error) => {
             tracing::error!("{error:#}");
-            ExitCode::FAILURE
+            let configuration = error
+                .downcast_ref::<RunError>()
+                .is_some_and(RunError::is_configuration);
+            if configuration {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -6,6 +6,7 @@ use kube::Client;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ServeArgs;
+use crate::endpoints::{EndpointChecker, EndpointConfigError};
 use crate::metrics::Metrics;
 use crate::pod_status::PodStatusSource;
 use crate::pod_status::watch::{self, Followed};
@@ -13,16 +14,33 @@ use crate::server::{self, AppState, ServeError, app};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
+    /// Bad configuration: the process exits 2, like an argument error.
+    #[error(transparent)]
+    Endpoints(#[from] EndpointConfigError),
     #[error(transparent)]
     Serve(#[from] ServeError),
 }
 
+impl RunError {
+    pub fn is_configuration(&self) -> bool {
+        matches!(self, Self::Endpoints(_))
+    }
+}
+
 /// Serves until `cancel`; returns once in-flight requests are drained.
-pub async fn serve(args: ServeArgs, cancel: CancellationToken) -> Result<(), RunError> {
+pub async fn serve(mut args: ServeArgs, cancel: CancellationToken) -> Result<(), RunError> {
+    let mut port = args.port;
+    if !args.legacy.is_empty() {
+        port = args.endpoints.apply_legacy_positional(&args.legacy)?.port;
+    }
+    let endpoints = EndpointChecker::new(&args.endpoints)?;
     let metrics = Arc::new(Metrics::default());
     let pod = pod_status_source(&args, &metrics, &cancel).await;
-    let state = AppState::new(pod, args.unhealthy_status, metrics);
-    let listeners = server::bind(args.port).await?;
+    let mut state = AppState::new(pod, args.unhealthy_status, metrics);
+    if !endpoints.is_empty() {
+        state.all_checks.push(Arc::new(endpoints));
+    }
+    let listeners = server::bind(port).await?;
     server::serve(listeners, app(state), cancel).await;
     Ok(())
 }
@@ -33,7 +51,7 @@ pub async fn pod_status_source(
     metrics: &Arc<Metrics>,
     cancel: &CancellationToken,
 ) -> PodStatusSource {
-    if let Some(healthy) = args.state_override {
+    if let Some(healthy) = args.state_override.fixed() {
         tracing::info!(
             healthy,
             "HTTP_HEALTHCHECK_SIDECAR_STATE_OVERRIDE set: the API is not used"

@@ -19,6 +19,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
+use crate::endpoints::EndpointChecker;
 use crate::metrics::Metrics;
 use crate::pod_status::PodStatusSource;
 use crate::render::{Format, render};
@@ -30,6 +31,12 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// A group of checks that `/all` (or its own URL) runs for one answer: endpoints, exec results, …
 pub trait CheckSet: Send + Sync {
     fn run(&self) -> BoxFuture<'_, Vec<CheckResult>>;
+}
+
+impl CheckSet for EndpointChecker {
+    fn run(&self) -> BoxFuture<'_, Vec<CheckResult>> {
+        Box::pin(self.check_all())
+    }
 }
 
 /// Everything the handlers need; cheap to clone.
