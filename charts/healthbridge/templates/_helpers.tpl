@@ -59,8 +59,14 @@ app.kubernetes.io/component: webhook
 - kube-system
 - kube-public
 - kube-node-lease
-{{- if not (has .Release.Namespace (list "kube-system" "kube-public" "kube-node-lease")) }}
+{{- $builtin := list "kube-system" "kube-public" "kube-node-lease" }}
+{{- if not (has .Release.Namespace $builtin) }}
 - {{ .Release.Namespace }}
+{{- end }}
+{{- range (.Values.webhook.excludeNamespaces | uniq) }}
+{{- if not (or (has . $builtin) (eq . $.Release.Namespace)) }}
+- {{ . }}
+{{- end }}
 {{- end }}
 {{- end -}}
 
