@@ -11,6 +11,7 @@ pub mod exec;
 pub mod logging;
 pub mod metrics;
 pub mod pod_status;
+pub mod probe;
 pub mod render;
 pub mod report;
 pub mod run;

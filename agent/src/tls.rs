@@ -163,21 +163,39 @@ impl ClientTlsArgs {
 }
 
 impl ClientTls {
-    /// An HTTP and HTTPS connector using this set-up; plain `http://` URLs stay plain.
+    /// An HTTP and HTTPS connector using this set-up (HTTP/1.1 and HTTP/2); plain `http://` URLs stay plain.
     pub fn connector(&self) -> HttpsConnector<HttpConnector> {
+        let builder = self.builder();
+        builder
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(Self::http())
+    }
+
+    /// Like `connector`, but offers only HTTP/1.1 in ALPN, for callers that speak HTTP/1.1 on the connection themselves.
+    pub fn http1_connector(&self) -> HttpsConnector<HttpConnector> {
+        self.builder().enable_http1().wrap_connector(Self::http())
+    }
+
+    fn http() -> HttpConnector {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
+        http
+    }
+
+    fn builder(
+        &self,
+    ) -> hyper_rustls::HttpsConnectorBuilder<hyper_rustls::builderstates::WantsProtocols1> {
         let builder = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config((*self.config).clone())
             .https_or_http();
-        let builder = match &self.server_name {
+        match &self.server_name {
             Some(name) => {
                 builder.with_server_name_resolver(FixedServerNameResolver::new(name.clone()))
             }
             None => builder,
-        };
-        builder.enable_http1().enable_http2().wrap_connector(http)
+        }
     }
 }
 

@@ -1,0 +1,487 @@
+//! `probe`: a one-shot HTTP(S) check for exec probes in scratch images, compatible with the older probe's flags.
+
+use std::ffi::{OsStr, OsString};
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{CommandFactory, Parser};
+use http::{Request, StatusCode, Uri, header};
+use http_body_util::Empty;
+use hyper::body::Bytes;
+use tokio::time::Instant;
+use tower::ServiceExt;
+
+use crate::duration::{format_duration, parse_duration};
+use crate::tls::ClientTlsArgs;
+
+/// The name under which a copy or symlink of the binary behaves as `healthbridge-agent probe`.
+pub const PROBE_BINARY_NAME: &str = "healthbridge-probe";
+
+/// Flags the older probe knew, in Go's single-dash spelling; `-path=x` is rewritten to `--path=x`.
+const LEGACY_FLAGS: [&str; 4] = ["path", "host", "statusPort", "retry"];
+
+/// Why the probe says what it says; the process exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeExit {
+    Healthy = 0,
+    BadArguments = 2,
+    CouldNotConnect = 3,
+    Unhealthy = 4,
+}
+
+impl From<ProbeExit> for ExitCode {
+    fn from(exit: ProbeExit) -> Self {
+        ExitCode::from(exit as u8)
+    }
+}
+
+/// One HTTP(S) request to a local (or given) URL; exit 0 healthy, 2 bad arguments, 3 could not connect, 4 unhealthy.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "healthbridge-probe",
+    version,
+    about = "One HTTP(S) health check for exec probes: exit 0 healthy, 2 bad arguments, 3 could not connect (DNS, TCP, TLS), 4 answered but unhealthy"
+)]
+pub struct ProbeArgs {
+    /// Full URL to check, e.g. https://localhost:8443/ready. Alternative to --path/--host/--statusPort.
+    #[arg(long, conflicts_with_all = ["path", "status_port"])]
+    pub url: Option<String>,
+    /// Path to check (old flag `-path`; `ready` and `/ready` mean the same).
+    #[arg(long)]
+    pub path: Option<String>,
+    /// Host to connect to (old flag `-host`).
+    #[arg(long, default_value = "localhost")]
+    pub host: String,
+    /// Port to connect to (old flag `-statusPort`).
+    #[arg(long = "statusPort", alias = "status-port", value_name = "PORT")]
+    pub status_port: Option<u16>,
+    /// Use https:// when the URL is built from --host/--statusPort/--path.
+    #[arg(long)]
+    pub tls: bool,
+    /// Extra attempts after the first (old flag `-retry`, same meaning).
+    #[arg(long, visible_alias = "retry", default_value_t = 0)]
+    pub retries: u32,
+    /// Healthy only with exactly this status (default: any 2xx).
+    #[arg(long, value_name = "CODE", value_parser = clap::value_parser!(u16).range(100..=599))]
+    pub expect_status: Option<u16>,
+    /// Timeout of each attempt (connect + answer): `1s`, `500ms`, `2`.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Give up once this much time has passed, whatever --retries says.
+    #[arg(long, value_parser = parse_duration)]
+    pub deadline: Option<Duration>,
+    #[command(flatten)]
+    pub tls_args: ClientTlsArgs,
+}
+
+/// True when this process was started as `healthbridge-probe`, or as `healthbridge-agent probe …`.
+pub fn invoked_as_probe(args: &[OsString]) -> bool {
+    let named = args
+        .first()
+        .and_then(|a| Path::new(a).file_name())
+        .is_some_and(|name| name == OsStr::new(PROBE_BINARY_NAME));
+    named || args.get(1).is_some_and(|a| a == "probe")
+}
+
+/// Rewrites Go-style `-flag`/`-flag=value` (one dash) to `--flag`, for every long flag the probe knows.
+pub fn normalize_legacy_flags(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    let long_names: Vec<String> = ProbeArgs::command()
+        .get_arguments()
+        .flat_map(|arg| arg.get_long_and_visible_aliases().unwrap_or_default())
+        .map(str::to_owned)
+        .chain(LEGACY_FLAGS.iter().map(|s| (*s).to_owned()))
+        .collect();
+    args.into_iter()
+        .map(|arg| {
+            let Some(text) = arg.to_str() else { return arg };
+            let Some(flag) = text.strip_prefix('-').filter(|rest| !rest.starts_with('-')) else {
+                return arg;
+            };
+            let name = flag.split_once('=').map_or(flag, |(name, _)| name);
+            if name.len() > 1 && long_names.iter().any(|known| known == name) {
+                OsString::from(format!("-{text}"))
+            } else {
+                arg
+            }
+        })
+        .collect()
+}
+
+/// What one probe run decided, with the one line that says why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub exit: ProbeExit,
+    pub message: String,
+}
+
+impl ProbeArgs {
+    /// The URL to check: --url as given, or built the old way from host, port and path.
+    pub fn target(&self) -> Result<Uri, String> {
+        let text = match (&self.url, self.status_port) {
+            (Some(url), _) => url.clone(),
+            (None, Some(port)) => {
+                let path = self.path.as_deref().unwrap_or("/");
+                let path = if path.starts_with('/') { path.to_owned() } else { format!("/{path}") };
+                let host = if self.host.contains(':') && !self.host.starts_with('[') { format!("[{}]", self.host) } else { self.host.clone() };
+                let scheme = if self.tls { "https" } else { "http" };
+                format!("{scheme}://{host}:{port}{path}")
+            }
+            (None, None) => return Err("give --url URL, or --statusPort PORT (with --path and --host) like the older probe".to_owned()),
+        };
+        let uri: Uri = text
+            .parse()
+            .map_err(|e| format!("`{text}` is not a valid URL: {e}"))?;
+        match uri.scheme_str() {
+            Some("http" | "https") if uri.host().is_some() => Ok(uri),
+            _ => Err(format!(
+                "`{text}` is not an http:// or https:// URL with a host"
+            )),
+        }
+    }
+
+    fn expected(&self, status: StatusCode) -> bool {
+        match self.expect_status {
+            Some(code) => status.as_u16() == code,
+            None => status.is_success(),
+        }
+    }
+
+    fn describe_expectation(&self) -> String {
+        self.expect_status
+            .map_or_else(|| "2xx".to_owned(), |code| code.to_string())
+    }
+}
+
+/// Entry point for `healthbridge-agent probe …` and `healthbridge-probe …`; `args` starts with the program name
+/// (`probe` or the binary's path). Single-threaded runtime: the probe starts and finishes in milliseconds.
+pub fn main_probe(args: impl IntoIterator<Item = OsString>) -> ExitCode {
+    let args = normalize_legacy_flags(args);
+    let parsed = match ProbeArgs::try_parse_from(&args) {
+        Ok(parsed) => parsed,
+        Err(err)
+            if matches!(
+                err.kind(),
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+            ) =>
+        {
+            let _ = err.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(err) => {
+            let text = err.to_string();
+            let first = text
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("bad arguments");
+            eprintln!(
+                "healthbridge-probe: {} (see --help)",
+                first.trim_start_matches("error: ")
+            );
+            return ProbeExit::BadArguments.into();
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("healthbridge-probe: cannot start: {e}");
+            return ProbeExit::CouldNotConnect.into();
+        }
+    };
+    let verdict = runtime.block_on(run(&parsed));
+    if verdict.exit != ProbeExit::Healthy {
+        eprintln!("healthbridge-probe: {}", verdict.message);
+    }
+    verdict.exit.into()
+}
+
+/// Runs the attempts: exponential backoff with jitter between them, all within --deadline.
+pub async fn run(args: &ProbeArgs) -> Verdict {
+    let bad = |message: String| Verdict {
+        exit: ProbeExit::BadArguments,
+        message,
+    };
+    let uri = match args.target() {
+        Ok(uri) => uri,
+        Err(message) => return bad(message),
+    };
+    if args.timeout.is_zero() {
+        return bad("--timeout must be more than 0".to_owned());
+    }
+    let tls = match args.tls_args.load() {
+        Ok(tls) => tls,
+        Err(e) => return bad(e.to_string()),
+    };
+    let connector = tls.http1_connector();
+    let started = Instant::now();
+    let deadline = args.deadline.map(|d| started + d);
+    let attempts = args.retries.saturating_add(1);
+    let mut backoff = Duration::from_millis(100);
+    let mut attempt = 1;
+    loop {
+        let per_try = match deadline {
+            Some(deadline) => args
+                .timeout
+                .min(deadline.saturating_duration_since(Instant::now())),
+            None => args.timeout,
+        };
+        let verdict = attempt_once(&connector, &uri, per_try, args).await;
+        if verdict.exit == ProbeExit::Healthy || attempt >= attempts {
+            return with_attempts(verdict, attempt);
+        }
+        // Full jitter between half and all of the backoff, so many pods probing at once do not stay in step.
+        let pause = backoff.mul_f64(0.5 + fastrand::f64() / 2.0);
+        if deadline.is_some_and(|deadline| Instant::now() + pause >= deadline) {
+            let mut verdict = with_attempts(verdict, attempt);
+            verdict.message.push_str(&format!(
+                "; --deadline {} reached",
+                format_duration(args.deadline.unwrap_or_default())
+            ));
+            return verdict;
+        }
+        tokio::time::sleep(pause).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+        attempt += 1;
+    }
+}
+
+fn with_attempts(mut verdict: Verdict, attempts: u32) -> Verdict {
+    if attempts > 1 {
+        verdict
+            .message
+            .push_str(&format!(" (after {attempts} attempts)"));
+    }
+    verdict
+}
+
+async fn attempt_once(
+    connector: &hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    uri: &Uri,
+    timeout: Duration,
+    args: &ProbeArgs,
+) -> Verdict {
+    let started = Instant::now();
+    let cannot_connect = |why: String| Verdict {
+        exit: ProbeExit::CouldNotConnect,
+        message: format!("{uri}: cannot connect: {why}"),
+    };
+    let stream = match tokio::time::timeout(timeout, connector.clone().oneshot(uri.clone())).await {
+        Err(_) => {
+            return cannot_connect(format!("no connection within {}", format_duration(timeout)));
+        }
+        Ok(Err(e)) => return cannot_connect(innermost(e.as_ref())),
+        Ok(Ok(stream)) => stream,
+    };
+    let remaining = timeout.saturating_sub(started.elapsed());
+    let unhealthy = |why: String| Verdict {
+        exit: ProbeExit::Unhealthy,
+        message: format!("{uri}: {why}"),
+    };
+    let exchange = async {
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(stream).await?;
+        let driver = tokio::spawn(connection);
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        let authority = uri.authority().map_or("", |a| a.as_str()).to_owned();
+        let request = Request::get(path)
+            .header(header::HOST, authority)
+            .header(
+                header::USER_AGENT,
+                concat!("healthbridge-probe/", env!("CARGO_PKG_VERSION")),
+            )
+            .body(Empty::<Bytes>::new())
+            .unwrap_or_default();
+        let response = sender.send_request(request).await;
+        driver.abort();
+        response.map(|r| r.status())
+    };
+    match tokio::time::timeout(remaining, exchange).await {
+        Err(_) => unhealthy(format!(
+            "connected but no answer within {}",
+            format_duration(timeout)
+        )),
+        // With TLS 1.3 a rejected client certificate shows only on the first request: still a TLS failure.
+        Ok(Err(e)) if is_tls_failure(&e) => cannot_connect(innermost(&e)),
+        Ok(Err(e)) => unhealthy(format!(
+            "connected but the request failed: {}",
+            innermost(&e)
+        )),
+        Ok(Ok(status)) if args.expected(status) => Verdict {
+            exit: ProbeExit::Healthy,
+            message: format!("{uri}: HTTP {}", status.as_u16()),
+        },
+        Ok(Ok(status)) => unhealthy(format!(
+            "HTTP {} (expected {})",
+            status.as_u16(),
+            args.describe_expectation()
+        )),
+    }
+}
+
+fn is_tls_failure(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut link = Some(error);
+    while let Some(current) = link {
+        let wrapped = current
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref());
+        if current.is::<rustls::Error>() || wrapped.is_some_and(|inner| inner.is::<rustls::Error>())
+        {
+            return true;
+        }
+        link = current.source();
+    }
+    false
+}
+
+fn innermost(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut innermost = error;
+    while let Some(source) = innermost.source() {
+        innermost = source;
+    }
+    innermost.to_string()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<ProbeArgs, clap::Error> {
+        let argv = std::iter::once("healthbridge-probe")
+            .chain(args.iter().copied())
+            .map(OsString::from);
+        ProbeArgs::try_parse_from(normalize_legacy_flags(argv))
+    }
+
+    fn target(args: &[&str]) -> String {
+        parse(args).unwrap().target().unwrap().to_string()
+    }
+
+    #[test]
+    fn the_old_flags_build_the_old_url_without_the_double_slash() {
+        assert_eq!(
+            target(&["-path=ready", "-statusPort=8080"]),
+            "http://localhost:8080/ready"
+        );
+        assert_eq!(
+            target(&["-path=/ready", "-statusPort=8080"]),
+            "http://localhost:8080/ready"
+        );
+        assert_eq!(
+            target(&["-path", "live", "-statusPort", "9090", "-host", "127.0.0.1"]),
+            "http://127.0.0.1:9090/live"
+        );
+        assert_eq!(
+            target(&["--path=ready", "--status-port=8080", "--tls"]),
+            "https://localhost:8080/ready"
+        );
+        assert_eq!(
+            target(&["-statusPort=8080", "-host=::1"]),
+            "http://[::1]:8080/"
+        );
+    }
+
+    #[test]
+    fn the_old_retry_flag_means_extra_attempts() {
+        assert_eq!(parse(&["-statusPort=1", "-retry=3"]).unwrap().retries, 3);
+        assert_eq!(
+            parse(&["-statusPort=1", "--retries", "2"]).unwrap().retries,
+            2
+        );
+        assert_eq!(parse(&["-statusPort=1"]).unwrap().retries, 0);
+    }
+
+    #[test]
+    fn a_url_is_taken_as_given() {
+        assert_eq!(
+            target(&["--url", "https://app.local:8443/healthz?full=1"]),
+            "https://app.local:8443/healthz?full=1"
+        );
+        assert_eq!(
+            target(&["-url=http://127.0.0.1:1/x"]),
+            "http://127.0.0.1:1/x"
+        );
+    }
+
+    #[test]
+    fn defaults_are_one_second_and_any_2xx() {
+        let args = parse(&["-statusPort=1"]).unwrap();
+        assert_eq!(args.timeout, Duration::from_secs(1));
+        assert!(args.expected(StatusCode::NO_CONTENT));
+        assert!(!args.expected(StatusCode::MOVED_PERMANENTLY));
+        let exact = parse(&["-statusPort=1", "--expect-status", "200"]).unwrap();
+        assert!(exact.expected(StatusCode::OK) && !exact.expected(StatusCode::NO_CONTENT));
+    }
+
+    #[test]
+    fn bad_arguments_are_errors() {
+        assert!(parse(&["-statusPort=http"]).is_err());
+        assert!(parse(&["-statusPort=70000"]).is_err());
+        assert!(parse(&["--timeout=soon", "-statusPort=1"]).is_err());
+        assert!(parse(&["--expect-status=42", "-statusPort=1"]).is_err());
+        assert!(
+            parse(&["--url=http://x/", "-statusPort=1"]).is_err(),
+            "--url conflicts with the old flags"
+        );
+        assert!(parse(&["-bogus"]).is_err());
+        assert!(
+            parse(&[])
+                .unwrap()
+                .target()
+                .unwrap_err()
+                .contains("give --url")
+        );
+        assert!(parse(&["--url=ftp://x/"]).unwrap().target().is_err());
+        assert!(parse(&["--url=localhost:8080"]).unwrap().target().is_err());
+    }
+
+    #[test]
+    fn only_known_single_dash_flags_are_rewritten() {
+        let out = normalize_legacy_flags(
+            [
+                "p",
+                "-path=x",
+                "-h",
+                "-statusPort",
+                "1",
+                "--tls",
+                "-x",
+                "value-with-dash",
+            ]
+            .map(OsString::from),
+        );
+        assert_eq!(
+            out,
+            [
+                "p",
+                "--path=x",
+                "-h",
+                "--statusPort",
+                "1",
+                "--tls",
+                "-x",
+                "value-with-dash"
+            ]
+            .map(OsString::from)
+        );
+    }
+
+    #[test]
+    fn the_probe_is_recognised_by_name_or_subcommand() {
+        assert!(invoked_as_probe(&[
+            "/usr/local/bin/healthbridge-probe".into()
+        ]));
+        assert!(invoked_as_probe(&[
+            "healthbridge-agent".into(),
+            "probe".into(),
+            "--url=x".into()
+        ]));
+        assert!(!invoked_as_probe(&[
+            "healthbridge-agent".into(),
+            "serve".into()
+        ]));
+        assert!(!invoked_as_probe(&["healthbridge-agent".into()]));
+    }
+}
