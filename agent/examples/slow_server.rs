@@ -13,8 +13,14 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
 fn main() -> std::io::Result<()> {
-    let port: u16 = std::env::args().nth(1).and_then(|p| p.parse().ok()).unwrap_or(3002);
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let port: u16 = std::env::args()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(3002);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
         let builder = auto::Builder::new(TokioExecutor::new());
@@ -23,12 +29,20 @@ fn main() -> std::io::Result<()> {
             let _ = stream.set_nodelay(true);
             let builder = builder.clone();
             tokio::spawn(async move {
-                let service = service_fn(|request: http::Request<hyper::body::Incoming>| async move {
-                    let delay = request.uri().path().strip_prefix("/slow/").and_then(|ms| ms.parse().ok()).unwrap_or(0);
-                    tokio::time::sleep(Duration::from_millis(delay)).await;
-                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"OK"))))
-                });
-                let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                let service =
+                    service_fn(|request: http::Request<hyper::body::Incoming>| async move {
+                        let delay = request
+                            .uri()
+                            .path()
+                            .strip_prefix("/slow/")
+                            .and_then(|ms| ms.parse().ok())
+                            .unwrap_or(0);
+                        tokio::time::sleep(Duration::from_millis(delay)).await;
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"OK"))))
+                    });
+                let _ = builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
             });
         }
     })
