@@ -1,4 +1,5 @@
 //! The desired Role, RoleBinding and Service of a pod, from fixtures: names, owners, settings and drift detection.
+#![allow(clippy::unwrap_used)]
 
 mod controller_support;
 

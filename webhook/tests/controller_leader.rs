@@ -1,4 +1,5 @@
 //! Leader election on a Lease against a fake API server that enforces resourceVersion like the real one.
+#![allow(clippy::unwrap_used)]
 
 mod controller_support;
 

@@ -1,4 +1,5 @@
 //! Reconciler behaviour against a fake API server: create, steady state, drift, nodePort conflict, 403, 409, GC.
+#![allow(clippy::unwrap_used)]
 
 mod controller_support;
 

@@ -2,14 +2,16 @@
 
 use std::sync::LazyLock;
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use std::fmt::Write as _;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 /// How a reconcile ended.
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum Outcome {
     /// Everything matched or was applied.
     Success,
@@ -30,7 +32,7 @@ pub struct OutcomeLabels {
 }
 
 /// Kind of object the controller manages or writes.
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum Kind {
     Role,
     RoleBinding,
@@ -44,7 +46,7 @@ pub struct KindLabels {
 }
 
 /// Write verbs counted by `healthbridge_controller_api_writes`.
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum Verb {
     Apply,
     Delete,
@@ -127,4 +129,68 @@ pub fn register(registry: &mut Registry) {
         "1 while this replica holds the controller Lease",
         metrics.leader.clone(),
     );
+}
+
+/// Label values in snake_case, as Prometheus users expect (the derive would write the Rust variant name).
+macro_rules! snake_case_label_value {
+    ($type:ty { $($variant:ident => $text:literal),+ $(,)? }) => {
+        impl EncodeLabelValue for $type {
+            fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+                encoder.write_str(match self {
+                    $(Self::$variant => $text),+
+                })
+            }
+        }
+    };
+}
+
+snake_case_label_value!(Outcome {
+    Success => "success",
+    Skipped => "skipped",
+    Invalid => "invalid",
+    NodePortConflict => "node_port_conflict",
+    Forbidden => "forbidden",
+    Error => "error",
+});
+snake_case_label_value!(Kind { Role => "role", RoleBinding => "role_binding", Service => "service", Pod => "pod" });
+snake_case_label_value!(Verb { Apply => "apply", Delete => "delete" });
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_are_exposed_with_snake_case_labels() {
+        let metrics = Metrics::default();
+        metrics.reconciled(Outcome::NodePortConflict);
+        metrics.wrote(Kind::RoleBinding, Verb::Apply);
+        let mut registry = Registry::default();
+        registry.register(
+            "healthbridge_controller_reconciles",
+            "",
+            metrics.reconciles.clone(),
+        );
+        registry.register(
+            "healthbridge_controller_api_writes",
+            "",
+            metrics.writes.clone(),
+        );
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+
+        assert!(
+            text.contains(
+                "healthbridge_controller_reconciles_total{result=\"node_port_conflict\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "healthbridge_controller_api_writes_total{kind=\"role_binding\",verb=\"apply\"} 1"
+            ),
+            "{text}"
+        );
+        assert_eq!(metrics.total_writes(), 1);
+    }
 }

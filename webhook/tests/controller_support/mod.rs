@@ -1,5 +1,5 @@
 //! Test support for the controller: pod fixture builders and an in-process fake API server answering a mock client.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
