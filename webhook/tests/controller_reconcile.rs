@@ -403,6 +403,19 @@ async fn a_pod_the_webhook_missed_gets_one_uninjected_warning_and_nothing_else()
 }
 
 #[tokio::test]
+async fn an_opted_in_pod_in_a_namespace_the_webhook_skips_is_not_reported() {
+    let pod = pod("coredns-1")
+        .in_namespace("kube-system")
+        .with_annotation(keys::INJECT, "true")
+        .build();
+    let world = world(accepting).with_pods(std::slice::from_ref(&pod));
+
+    world.reconcile(&pod).await.unwrap();
+
+    assert!(world.requests().is_empty());
+}
+
+#[tokio::test]
 async fn a_pod_without_the_marker_is_left_alone() {
     let pod = pod("web-1").in_group("web").build();
     let world = world(accepting).with_pods(std::slice::from_ref(&pod));

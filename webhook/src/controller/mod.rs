@@ -212,7 +212,10 @@ pub async fn run_leading(
         role_bindings,
         services,
     };
-    let ctx = Arc::new(Context::new(client, stores, recorder, args.node_port_range));
+    let ctx = Arc::new(
+        Context::new(client, stores, recorder, args.node_port_range)
+            .never_injecting([args.lease_namespace.clone()]),
+    );
 
     let housekeeping = {
         let ctx = ctx.clone();

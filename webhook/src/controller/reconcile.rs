@@ -48,6 +48,8 @@ pub struct Context {
     failures: Mutex<HashMap<ObjectRef<Pod>, u32>>,
     /// Pods already warned about as uninjected, so each gets one Event, not one per change.
     warned_uninjected: Mutex<HashSet<String>>,
+    /// Namespaces the webhook never injects: an opted-in pod there is not "uninjected", it is excluded.
+    never_injected: HashSet<String>,
 }
 
 impl Context {
@@ -68,7 +70,24 @@ impl Context {
             replica_set_owners: Mutex::default(),
             failures: Mutex::default(),
             warned_uninjected: Mutex::default(),
+            never_injected: ["kube-system", "kube-public", "kube-node-lease"]
+                .map(str::to_owned)
+                .into(),
         }
+    }
+
+    /// Adds namespaces the webhook skips (its own, and any configured exclusions).
+    #[must_use]
+    pub fn never_injecting(mut self, namespaces: impl IntoIterator<Item = String>) -> Self {
+        self.never_injected.extend(namespaces);
+        self
+    }
+
+    fn missed_by_webhook(&self, pod: &Pod) -> bool {
+        is_uninjected(pod)
+            && pod
+                .namespace()
+                .is_none_or(|namespace| !self.never_injected.contains(&namespace))
     }
 }
 
@@ -201,7 +220,7 @@ impl From<ReconcileError> for Failure {
 }
 
 async fn reconcile_pod(pod: &Pod, ctx: &Context) -> Result<(Outcome, Action), Failure> {
-    if is_uninjected(pod) {
+    if ctx.missed_by_webhook(pod) {
         warn_uninjected(pod, ctx).await;
         return Ok((Outcome::Skipped, Action::await_change()));
     }
@@ -600,7 +619,10 @@ pub fn update_gauges(ctx: &Context) {
     managed(Kind::Role).set(gauge_value(ctx.roles.len()));
     managed(Kind::RoleBinding).set(gauge_value(ctx.role_bindings.len()));
     managed(Kind::Service).set(gauge_value(ctx.services.len()));
-    let uninjected = ctx.pods.state_filter(is_uninjected).len();
+    let uninjected = ctx
+        .pods
+        .state_filter(|pod| ctx.missed_by_webhook(pod))
+        .len();
     metrics.uninjected_pods.set(gauge_value(uninjected));
     // Forget warned pods that are gone, so the set stays as small as the cluster.
     let live: HashSet<String> = ctx
