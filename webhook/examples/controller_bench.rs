@@ -19,7 +19,7 @@ use clap::{Parser, Subcommand};
 use futures::StreamExt;
 use healthbridge_webhook::controller::{self, ControllerArgs, metrics};
 use healthbridge_webhook::keys;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
@@ -77,24 +77,30 @@ async fn run(server: Option<String>, pods: usize, namespace: &str) -> anyhow::Re
             .await
             .context("no KUBECONFIG and no --server")?,
     };
-    if real {
-        seed_real_cluster(&client, namespace, pods).await?;
+    if !real {
+        return measure(&client, pods, "in-process fake API server").await;
     }
+    let seeded = seed_real_cluster(&client, namespace, pods).await;
+    let measured = match seeded {
+        Ok(()) => measure(&client, pods, "real API server").await,
+        Err(error) => Err(error),
+    };
+    // The scratch namespace goes whatever happened; its pods take their Roles, RoleBindings and Services along.
+    Api::<Namespace>::all(client)
+        .delete(namespace, &DeleteParams::default())
+        .await?;
+    measured
+}
+
+async fn measure(client: &kube::Client, pods: usize, against: &str) -> anyhow::Result<()> {
     let writes_before = metrics::metrics().total_writes();
-    let first = reconcile_all(&client, pods).await?;
+    let first = reconcile_all(client, pods).await?;
     let writes_first = metrics::metrics().total_writes() - writes_before;
     let rss_first = rss_kib();
     // A fresh controller re-lists everything and reconciles every pod: what a resync or a restart costs.
-    let second = reconcile_all(&client, pods).await?;
+    let second = reconcile_all(client, pods).await?;
     let writes_resync = metrics::metrics().total_writes() - writes_before - writes_first;
-    println!(
-        "pods: {pods} ({})",
-        if real {
-            "real API server"
-        } else {
-            "in-process fake API server"
-        }
-    );
+    println!("pods: {pods} ({against})");
     println!(
         "first reconcile of all pods: {:.2}s, {writes_first} API writes",
         first.as_secs_f64()
@@ -104,15 +110,9 @@ async fn run(server: Option<String>, pods: usize, namespace: &str) -> anyhow::Re
         second.as_secs_f64()
     );
     println!(
-        "controller RSS after reconciling all: {} KiB; after resync: {} KiB",
-        rss_first,
+        "controller RSS after reconciling all: {rss_first} KiB; after resync: {} KiB",
         rss_kib()
     );
-    if real {
-        Api::<Namespace>::all(client)
-            .delete(namespace, &DeleteParams::default())
-            .await?;
-    }
     if writes_resync != 0 {
         bail!("steady state wrote {writes_resync} times");
     }
@@ -186,6 +186,15 @@ async fn seed_real_cluster(
         .create(&PostParams::default(), &ns)
         .await
         .context("creating the bench namespace")?;
+    // Pods are refused until the namespace's default ServiceAccount exists; the ServiceAccount controller
+    // makes it, but may not run (an API-server-only cluster), so create it and accept that it exists.
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+    let account: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": "default"}}))?;
+    match accounts.create(&PostParams::default(), &account).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 409 => {}
+        Err(error) => return Err(error).context("creating the default ServiceAccount"),
+    }
     let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let created = futures::stream::iter(0..pods)
         .map(|index| {
