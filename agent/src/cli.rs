@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::ServeArgs;
 use crate::logging::LogFormat;
+use crate::probe::ProbeArgs;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -31,10 +32,15 @@ pub struct Cli {
     pub serve: ServeArgs,
 }
 
+// Parsed once at start-up: the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve /health, /all, /self, /metrics and exec URLs (the default).
     Serve(ServeArgs),
+    /// One HTTP(S) check for exec probes; exit 0 healthy, 2 bad arguments, 3 could not connect, 4 unhealthy.
+    /// Also runs when the binary is called `healthbridge-probe`.
+    Probe(ProbeArgs),
 }
 
 impl Cli {
@@ -52,30 +58,33 @@ mod tests {
         Cli::try_parse_from(std::iter::once("healthbridge-agent").chain(args.iter().copied()))
     }
 
+    fn serve_args(args: &[&str]) -> ServeArgs {
+        match parse(args).unwrap().into_command() {
+            Command::Serve(args) => args,
+            Command::Probe(_) => panic!("parsed as probe: {args:?}"),
+        }
+    }
+
     #[test]
     fn serve_is_the_default_subcommand() {
-        let Command::Serve(args) = parse(&["--port", "4000"]).unwrap().into_command();
+        let args = serve_args(&["--port", "4000"]);
         assert_eq!(args.port, 4000);
     }
 
     #[test]
     fn serve_can_be_named() {
-        let Command::Serve(args) = parse(&["serve", "--target-container", "app"])
-            .unwrap()
-            .into_command();
+        let args = serve_args(&["serve", "--target-container", "app"]);
         assert_eq!(args.target_container.as_deref(), Some("app"));
     }
 
     #[test]
     fn the_old_checker_positional_args_are_accepted() {
-        let Command::Serve(args) = parse(&[
+        let args = serve_args(&[
             "8081",
             "3",
             "http://127.0.0.1:8080/a",
             "http://127.0.0.1:8080/b",
-        ])
-        .unwrap()
-        .into_command();
+        ]);
         assert_eq!(
             args.legacy,
             [
@@ -89,14 +98,12 @@ mod tests {
 
     #[test]
     fn endpoint_flags_are_serve_flags() {
-        let Command::Serve(args) = parse(&[
+        let args = serve_args(&[
             "--endpoint",
             "http://127.0.0.1:8080/a",
             "--timeout",
             "500ms",
-        ])
-        .unwrap()
-        .into_command();
+        ]);
         assert_eq!(args.endpoints.endpoints, ["http://127.0.0.1:8080/a"]);
     }
 

@@ -6,6 +6,7 @@ use clap::Args;
 use http::StatusCode;
 
 use crate::endpoints::EndpointArgs;
+use crate::exec::ExecArgs;
 use crate::pod_status::Target;
 
 /// Settings of the pod-status part of `serve`.
@@ -64,6 +65,10 @@ pub struct ServeArgs {
     /// URLs and options for `/all`.
     #[command(flatten)]
     pub endpoints: EndpointArgs,
+
+    /// Exec checks, each served at its own URL and included in `/all`.
+    #[command(flatten)]
+    pub exec: ExecArgs,
 
     /// The old aggregated checker's container args, `PORT TIMEOUT URL...`, accepted unchanged.
     #[arg(value_name = "PORT TIMEOUT URL", num_args = 0.., trailing_var_arg = true)]

@@ -19,11 +19,21 @@ pub struct CheckResult {
 
 impl CheckResult {
     pub fn pass(name: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self { name: name.into(), healthy: true, reason: reason.into(), latency: None }
+        Self {
+            name: name.into(),
+            healthy: true,
+            reason: reason.into(),
+            latency: None,
+        }
     }
 
     pub fn fail(name: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self { name: name.into(), healthy: false, reason: reason.into(), latency: None }
+        Self {
+            name: name.into(),
+            healthy: false,
+            reason: reason.into(),
+            latency: None,
+        }
     }
 
     #[must_use]

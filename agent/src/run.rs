@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::ServeArgs;
 use crate::endpoints::{EndpointChecker, EndpointConfigError};
+use crate::exec::{ExecChecks, ExecConfigError};
 use crate::metrics::Metrics;
 use crate::pod_status::PodStatusSource;
 use crate::pod_status::watch::{self, Followed};
@@ -18,12 +19,14 @@ pub enum RunError {
     #[error(transparent)]
     Endpoints(#[from] EndpointConfigError),
     #[error(transparent)]
+    Exec(#[from] ExecConfigError),
+    #[error(transparent)]
     Serve(#[from] ServeError),
 }
 
 impl RunError {
     pub fn is_configuration(&self) -> bool {
-        matches!(self, Self::Endpoints(_))
+        matches!(self, Self::Endpoints(_) | Self::Exec(_))
     }
 }
 
@@ -34,11 +37,17 @@ pub async fn serve(mut args: ServeArgs, cancel: CancellationToken) -> Result<(),
         port = args.endpoints.apply_legacy_positional(&args.legacy)?.port;
     }
     let endpoints = EndpointChecker::new(&args.endpoints)?;
+    let exec = ExecChecks::new(&args.exec)?;
     let metrics = Arc::new(Metrics::default());
     let pod = pod_status_source(&args, &metrics, &cancel).await;
     let mut state = AppState::new(pod, args.unhealthy_status, metrics);
     if !endpoints.is_empty() {
         state.all_checks.push(Arc::new(endpoints));
+    }
+    if !exec.is_empty() {
+        let handle = exec.spawn(cancel.clone());
+        state.all_checks.push(Arc::new(handle.clone()));
+        state.exec = Some(handle);
     }
     let listeners = server::bind(port).await?;
     server::serve(listeners, app(state), cancel).await;

@@ -20,6 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::endpoints::EndpointChecker;
+use crate::exec::ExecHandle;
 use crate::metrics::Metrics;
 use crate::pod_status::PodStatusSource;
 use crate::render::{Format, render};
@@ -39,6 +40,12 @@ impl CheckSet for EndpointChecker {
     }
 }
 
+impl CheckSet for ExecHandle {
+    fn run(&self) -> BoxFuture<'_, Vec<CheckResult>> {
+        Box::pin(std::future::ready(self.all()))
+    }
+}
+
 /// Everything the handlers need; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
@@ -47,8 +54,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Checks that `/all` adds to the pod status, in the order they are listed.
     pub all_checks: Vec<Arc<dyn CheckSet>>,
-    /// Extra URLs (exec checks) each answering from its own check set.
-    pub routes: Vec<(String, Arc<dyn CheckSet>)>,
+    /// Exec checks: each served at its own URL (and, through `all_checks`, part of `/all`).
+    pub exec: Option<ExecHandle>,
 }
 
 impl AppState {
@@ -58,7 +65,7 @@ impl AppState {
             unhealthy_status,
             metrics,
             all_checks: Vec::new(),
-            routes: Vec::new(),
+            exec: None,
         }
     }
 }
@@ -69,24 +76,16 @@ pub fn app(state: AppState) -> Router {
         .route("/all", get(all))
         .route("/self", get(self_check))
         .route("/metrics", get(metrics));
-    for (path, checks) in &state.routes {
-        let checks = Arc::clone(checks);
-        let path_label = path.clone();
-        router = router.route(
-            path,
-            get(
-                move |State(state): State<AppState>, uri: Uri, headers: HeaderMap| async move {
-                    let report = Report::new(checks.run().await);
-                    state.metrics.count_answer(&path_label, report.healthy());
-                    render(
-                        &report,
-                        &path_label,
-                        Format::negotiate(uri.query(), &headers),
-                        state.unhealthy_status,
-                    )
-                },
-            ),
-        );
+    if let Some(exec) = &state.exec {
+        for path in exec.paths() {
+            let path_owned = path.to_owned();
+            router = router.route(
+                path,
+                get(move |State(state): State<AppState>, headers: HeaderMap| {
+                    exec_answer(state, path_owned, headers)
+                }),
+            );
+        }
     }
     router.fallback(not_found).with_state(state)
 }
@@ -124,6 +123,32 @@ pub async fn all_report(state: &AppState) -> Report {
     Report::new(checks)
 }
 
+/// An exec URL: the older bridge's detailed body (status, time, escaped output), or JSON on request.
+async fn exec_answer(state: AppState, path: String, headers: HeaderMap) -> Response {
+    let Some(status) = state.exec.as_ref().and_then(|exec| exec.result(&path)) else {
+        return not_found().await.into_response();
+    };
+    let healthy = status.healthy();
+    state.metrics.count_answer(&path, healthy);
+    let code = if healthy {
+        StatusCode::OK
+    } else {
+        state.unhealthy_status
+    };
+    let mut response = match Format::negotiate(None, &headers) {
+        Format::Json => (code, status.to_json().to_string()).into_response(),
+        _ => (code, status.text_body()).into_response(),
+    };
+    let content_type = match Format::negotiate(None, &headers) {
+        Format::Json => "application/json",
+        _ => "text/plain; charset=utf-8",
+    };
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
 async fn self_check(State(state): State<AppState>) -> &'static str {
     state.metrics.count_answer("/self", true);
     "OK"
@@ -143,7 +168,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
 async fn not_found() -> (StatusCode, &'static str) {
     (
         StatusCode::NOT_FOUND,
-        "Not Found: the routes are /health, /all, /self and /metrics\n",
+        "Not Found: the routes are /health, /all, /self, /metrics and the exec check URLs\n",
     )
 }
 

@@ -111,3 +111,24 @@ fn a_bad_port_in_the_old_positional_form_is_a_start_up_error_naming_it() {
         "{stderr}"
     );
 }
+
+#[test]
+fn probe_is_a_subcommand_that_reports_a_refused_connection_with_exit_3() {
+    let port = free_port();
+    let output = agent()
+        .args(["probe", "--url", &format!("http://127.0.0.1:{port}/ready")])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+}
+
+#[test]
+fn help_lists_serve_and_probe() {
+    let output = agent().arg("--help").output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("serve") && stdout.contains("probe"),
+        "{stdout}"
+    );
+}

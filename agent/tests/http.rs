@@ -267,3 +267,45 @@ async fn metrics_count_answers_by_route_and_result() {
         answer.body
     );
 }
+
+async fn agent_with_exec(specs: &[&str]) -> AppState {
+    use healthbridge_agent::exec::{ExecArgs, ExecChecks};
+    let args = ExecArgs {
+        exec: specs.iter().map(|s| (*s).to_owned()).collect(),
+        ..ExecArgs::default()
+    };
+    // The runners live as long as the test's runtime; nothing cancels them earlier.
+    let handle = ExecChecks::new(&args)
+        .unwrap()
+        .spawn(tokio_util::sync::CancellationToken::new());
+    handle.first_results().await;
+    let mut state = healthy_agent();
+    state.all_checks.push(Arc::new(handle.clone()));
+    state.exec = Some(handle);
+    state
+}
+
+#[tokio::test]
+async fn each_exec_check_answers_at_its_own_url_with_details() {
+    let state = agent_with_exec(&["/ready=true", "/live=false"]).await;
+    let ready = get(state.clone(), "/ready").await;
+    assert_eq!(ready.status, StatusCode::OK);
+    assert!(ready.body.starts_with("ok: /ready"), "{}", ready.body);
+    let live = get(state, "/live").await;
+    assert_eq!(live.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(live.body.starts_with("unhealthy: /live"), "{}", live.body);
+}
+
+#[tokio::test]
+async fn all_includes_the_exec_checks_by_name() {
+    let state = agent_with_exec(&["/ready=true", "/live=false"]).await;
+    let json = get_json(state, "/all").await;
+    let names: Vec<_> = json["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["pod", "exec:/ready", "exec:/live"]);
+    assert_eq!(json["healthy"], false);
+}
