@@ -269,3 +269,57 @@ fn pods_of_service(pods: &Store<Pod>, service: &Service) -> Vec<ObjectRef<Pod>> 
     .map(|pod| ObjectRef::from_obj(pod.as_ref()))
     .collect()
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use kube::runtime::watcher::Event;
+
+    fn object<K: serde::de::DeserializeOwned>(value: serde_json::Value) -> K {
+        serde_json::from_value(value).unwrap()
+    }
+
+    fn grouped_pod(name: &str, namespace: &str, group: &str) -> Pod {
+        object(
+            serde_json::json!({"metadata": {"name": name, "namespace": namespace, "labels": {keys::GROUP_LABEL: group}}}),
+        )
+    }
+
+    #[test]
+    fn a_group_service_change_reconciles_the_pods_of_that_group_in_its_namespace() {
+        let (pods, mut writer) = reflector::store();
+        for pod in [
+            grouped_pod("web-1", "shop", "web"),
+            grouped_pod("web-2", "shop", "web"),
+            grouped_pod("web-1", "other", "web"),
+            grouped_pod("api-1", "shop", "api"),
+        ] {
+            writer.apply_watcher_event(&Event::Apply(pod));
+        }
+        let service: Service = object(
+            serde_json::json!({"metadata": {"name": "web-healthbridge", "namespace": "shop", "labels": {keys::GROUP_LABEL: "web"}}}),
+        );
+
+        let mut names: Vec<String> = pods_of_service(&pods, &service)
+            .into_iter()
+            .map(|pod| format!("{}/{}", pod.namespace.unwrap_or_default(), pod.name))
+            .collect();
+        names.sort();
+
+        assert_eq!(names, ["shop/web-1", "shop/web-2"]);
+    }
+
+    #[test]
+    fn a_per_pod_service_change_reconciles_its_owner_pod() {
+        let (pods, _writer) = reflector::store::<Pod>();
+        let service: Service = object(
+            serde_json::json!({"metadata": {"name": "debug-healthbridge", "namespace": "shop",
+            "ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": "debug", "uid": "u", "controller": true}]}}),
+        );
+
+        let refs = pods_of_service(&pods, &service);
+
+        assert_eq!(refs, [ObjectRef::new("debug").within("shop")]);
+    }
+}
