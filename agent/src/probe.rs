@@ -84,6 +84,25 @@ pub fn invoked_as_probe(args: &[OsString]) -> bool {
     named || args.get(1).is_some_and(|a| a == "probe")
 }
 
+/// For the binary's `main`, before any other parsing: runs the probe and returns its exit code when this process
+/// is a probe (`healthbridge-probe …` or `healthbridge-agent probe …`), else `None`.
+pub fn run_if_probe(args: &[OsString]) -> Option<ExitCode> {
+    if !invoked_as_probe(args) {
+        return None;
+    }
+    let named = args
+        .first()
+        .and_then(|a| Path::new(a).file_name())
+        .is_some_and(|name| name == OsStr::new(PROBE_BINARY_NAME));
+    // As a subcommand, `probe` takes the place of the program name so clap sees only the probe's own flags.
+    let probe_args = if named {
+        args.to_vec()
+    } else {
+        args.get(1..).map(<[OsString]>::to_vec).unwrap_or_default()
+    };
+    Some(main_probe(probe_args))
+}
+
 /// Rewrites Go-style `-flag`/`-flag=value` (one dash) to `--flag`, for every long flag the probe knows.
 pub fn normalize_legacy_flags(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
     let long_names: Vec<String> = ProbeArgs::command()
