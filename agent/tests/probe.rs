@@ -246,3 +246,89 @@ async fn invalid_tls_combinations_are_bad_arguments() {
     .await;
     assert_eq!(answer.exit, ProbeExit::BadArguments);
 }
+
+const AGENT: &str = env!("CARGO_BIN_EXE_healthbridge-agent");
+
+/// Runs the real binary; returns its exit code and stderr.
+async fn run_binary(program: &std::path::Path, args: &[&str]) -> (i32, String) {
+    let output = tokio::process::Command::new(program)
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    (
+        output.status.code().unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
+    )
+}
+
+async fn run_agent_probe(args: &[&str]) -> (i32, String) {
+    let argv: Vec<&str> = std::iter::once("probe")
+        .chain(args.iter().copied())
+        .collect();
+    run_binary(std::path::Path::new(AGENT), &argv).await
+}
+
+#[tokio::test]
+async fn the_binary_exits_0_when_healthy_and_says_nothing() {
+    let server = TestServer::plain().await;
+    assert_eq!(
+        run_agent_probe(&["--url", &server.url("/ok")]).await,
+        (0, String::new())
+    );
+}
+
+#[tokio::test]
+async fn the_binary_exits_4_with_one_line_when_unhealthy() {
+    let server = TestServer::plain().await;
+    let (code, stderr) = run_agent_probe(&["--url", &server.url("/status/500")]).await;
+    assert_eq!(code, 4);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("HTTP 500 (expected 2xx)"), "{stderr}");
+}
+
+#[tokio::test]
+async fn the_binary_exits_3_when_it_cannot_connect() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (code, stderr) = run_agent_probe(&["--url", &format!("http://{closed}/")]).await;
+    assert_eq!(code, 3);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+#[tokio::test]
+async fn the_binary_exits_2_with_one_line_on_bad_arguments() {
+    for args in [
+        &["-statusPort=http"][..],
+        &["--url", "http://x/", "--timeout", "soon"],
+        &["--no-such-flag"],
+        &[],
+    ] {
+        let (code, stderr) = run_agent_probe(args).await;
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+    }
+}
+
+#[tokio::test]
+async fn a_copy_named_healthbridge_probe_takes_the_old_flags() {
+    let server = TestServer::plain().await;
+    let dir = tempfile::tempdir().unwrap();
+    let probe = dir.path().join("healthbridge-probe");
+    std::os::unix::fs::symlink(AGENT, &probe).unwrap();
+    let port = format!("-statusPort={}", server.addr.port());
+
+    assert_eq!(
+        run_binary(&probe, &["-path=ok", &port, "-host=127.0.0.1"]).await,
+        (0, String::new())
+    );
+    let (code, stderr) = run_binary(
+        &probe,
+        &["-path=/status/503", &port, "-host=127.0.0.1", "-retry=1"],
+    )
+    .await;
+    assert_eq!(code, 4);
+    assert!(stderr.ends_with("(after 2 attempts)\n"), "{stderr}");
+}
