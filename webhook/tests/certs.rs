@@ -1,0 +1,197 @@
+//! Self-managed certificates against a fake API server: create-if-absent, the replica race, caBundle only when it differs.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::{Arc, Mutex};
+
+use healthbridge_webhook::certs::{
+    CertBundle, CertError, SelfManaged, ensure_secret, publish_ca_bundle,
+};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use kube::client::Body;
+use serde_json::{Value, json};
+
+type Log = Arc<Mutex<Vec<(Method, String, Value)>>>;
+
+/// A kube client answered in process by `respond(method, path, body)`; every request is logged.
+fn fake_api(
+    respond: impl Fn(&Method, &str, &Value) -> (StatusCode, Value) + Send + 'static,
+) -> (kube::Client, Log) {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let log: Log = Arc::default();
+    let recorded = log.clone();
+    tokio::spawn(async move {
+        while let Some((request, send)) = handle.next_request().await {
+            let (parts, body) = request.into_parts();
+            let bytes = body.collect().await.unwrap().to_bytes();
+            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            let (status, answer) = respond(&parts.method, parts.uri.path(), &body);
+            recorded
+                .lock()
+                .unwrap()
+                .push((parts.method, parts.uri.path().to_owned(), body));
+            send.send_response(
+                Response::builder()
+                    .status(status)
+                    .body(Body::from(serde_json::to_vec(&answer).unwrap()))
+                    .unwrap(),
+            );
+        }
+    });
+    (kube::Client::new(service, "healthbridge-system"), log)
+}
+
+fn status(code: u16, reason: &str) -> (StatusCode, Value) {
+    let body = json!({ "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason, "code": code, "message": reason });
+    (StatusCode::from_u16(code).unwrap(), body)
+}
+
+fn settings() -> SelfManaged {
+    SelfManaged {
+        namespace: "healthbridge-system".into(),
+        service_name: "healthbridge-webhook".into(),
+        secret_name: "healthbridge-webhook-tls".into(),
+        webhook_config: "healthbridge".into(),
+    }
+}
+
+const NOW: i64 = 1_790_000_000;
+const SECRET_PATH: &str = "/api/v1/namespaces/healthbridge-system/secrets";
+
+#[tokio::test]
+async fn an_absent_secret_is_created_with_ca_and_serving_cert() {
+    let (client, log) = fake_api(|method, _, body| match *method {
+        Method::GET => status(404, "NotFound"),
+        _ => (StatusCode::CREATED, body.clone()),
+    });
+    let bundle = ensure_secret(
+        &Api::<Secret>::namespaced(client, "healthbridge-system"),
+        &settings(),
+        NOW,
+    )
+    .await
+    .unwrap();
+    assert_eq!(bundle.dns_names, settings().dns_names());
+    let log = log.lock().unwrap();
+    let (method, path, body) = &log[1];
+    assert_eq!((method, path.as_str()), (&Method::POST, SECRET_PATH));
+    let keys: Vec<&str> = body["data"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(keys, ["ca.crt", "ca.key", "tls.crt", "tls.key"]);
+}
+
+#[tokio::test]
+async fn losing_the_create_race_takes_the_other_replicas_secret() {
+    let theirs = CertBundle::generate(&settings().dns_names(), NOW).unwrap();
+    let their_secret =
+        serde_json::to_value(theirs.to_secret("healthbridge-webhook-tls", "healthbridge-system"))
+            .unwrap();
+    let gets = Arc::new(Mutex::new(0));
+    let (client, _) = fake_api(move |method, _, _| match *method {
+        Method::GET => {
+            let mut gets = gets.lock().unwrap();
+            *gets += 1;
+            if *gets == 1 {
+                status(404, "NotFound")
+            } else {
+                (StatusCode::OK, their_secret.clone())
+            }
+        }
+        _ => status(409, "AlreadyExists"),
+    });
+    let bundle = ensure_secret(
+        &Api::<Secret>::namespaced(client, "healthbridge-system"),
+        &settings(),
+        NOW,
+    )
+    .await
+    .unwrap();
+    assert_eq!(bundle, theirs);
+}
+
+#[tokio::test]
+async fn a_current_secret_is_used_without_any_write() {
+    let existing = CertBundle::generate(&settings().dns_names(), NOW).unwrap();
+    let secret =
+        serde_json::to_value(existing.to_secret("healthbridge-webhook-tls", "healthbridge-system"))
+            .unwrap();
+    let (client, log) = fake_api(move |_, _, _| (StatusCode::OK, secret.clone()));
+    let bundle = ensure_secret(
+        &Api::<Secret>::namespaced(client, "healthbridge-system"),
+        &settings(),
+        NOW,
+    )
+    .await
+    .unwrap();
+    assert_eq!(bundle, existing);
+    assert!(log.lock().unwrap().iter().all(|(m, _, _)| m == Method::GET));
+}
+
+fn webhook_config(ca_bundles: [Option<&str>; 2]) -> Value {
+    let entry = |name: &str, ca: Option<&str>| {
+        let mut client_config = json!({ "service": { "name": "healthbridge-webhook", "namespace": "healthbridge-system", "path": "/mutate" } });
+        if let Some(ca) = ca {
+            client_config["caBundle"] =
+                json!(healthbridge_webhook::admission::base64(ca.as_bytes()));
+        }
+        json!({ "name": name, "clientConfig": client_config, "sideEffects": "None", "admissionReviewVersions": ["v1"] })
+    };
+    json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+        "metadata": { "name": "healthbridge", "resourceVersion": "7" },
+        "webhooks": [entry("pods.healthbridge.io", ca_bundles[0]), entry("namespaces.healthbridge.io", ca_bundles[1])]
+    })
+}
+
+#[tokio::test]
+async fn the_ca_bundle_is_written_only_when_it_differs() {
+    let ca = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    let stale = webhook_config([Some(ca), None]);
+    let (client, log) = fake_api(move |method, _, body| match *method {
+        Method::GET => (StatusCode::OK, stale.clone()),
+        _ => (StatusCode::OK, body.clone()),
+    });
+    let configs = Api::<MutatingWebhookConfiguration>::all(client);
+    assert!(
+        publish_ca_bundle(&configs, "healthbridge", ca)
+            .await
+            .unwrap()
+    );
+    let log = log.lock().unwrap();
+    let (method, _, written) = log.last().unwrap();
+    assert_eq!(*method, Method::PUT);
+    assert_eq!(written["metadata"]["resourceVersion"], "7");
+    for webhook in written["webhooks"].as_array().unwrap() {
+        assert_eq!(
+            webhook["clientConfig"]["caBundle"],
+            json!(healthbridge_webhook::admission::base64(ca.as_bytes()))
+        );
+    }
+
+    let current = webhook_config([Some(ca), Some(ca)]);
+    let (client, log) = fake_api(move |_, _, _| (StatusCode::OK, current.clone()));
+    let configs = Api::<MutatingWebhookConfiguration>::all(client);
+    assert!(
+        !publish_ca_bundle(&configs, "healthbridge", ca)
+            .await
+            .unwrap()
+    );
+    assert_eq!(log.lock().unwrap().len(), 1, "only the GET");
+}
+
+#[tokio::test]
+async fn a_missing_webhook_configuration_says_how_to_fix_it() {
+    let (client, _) = fake_api(|_, _, _| status(404, "NotFound"));
+    let error = publish_ca_bundle(&Api::all(client), "healthbridge", "ca")
+        .await
+        .unwrap_err();
+    assert!(matches!(error, CertError::NoWebhookConfig(_)));
+    assert!(error.to_string().contains("--webhook-config"));
+}
