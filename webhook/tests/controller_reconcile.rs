@@ -476,6 +476,29 @@ async fn a_per_pod_service_labels_the_pod_and_selects_that_label() {
 }
 
 #[tokio::test]
+async fn pods_of_a_new_group_reconciled_together_apply_its_service_once() {
+    let pods: Vec<Pod> = (1..=5)
+        .map(|index| {
+            pod(&format!("web-{index}"))
+                .injected()
+                .in_group("web")
+                .build()
+        })
+        .collect();
+    let world = world(accepting).with_pods(&pods);
+
+    let results = futures::future::join_all(pods.iter().map(|pod| world.reconcile(pod))).await;
+
+    assert!(results.iter().all(Result::is_ok));
+    let services = world
+        .writes()
+        .into_iter()
+        .filter(|request| request.path.contains("/services/"))
+        .count();
+    assert_eq!(services, 1);
+}
+
+#[tokio::test]
 async fn the_group_service_follows_the_newest_pod_of_the_group() {
     let old = pod("web-old")
         .injected()

@@ -50,7 +50,19 @@ pub struct Context {
     warned_uninjected: Mutex<HashSet<String>>,
     /// Namespaces the webhook never injects: an opted-in pod there is not "uninjected", it is excluded.
     never_injected: HashSet<String>,
+    /// Per Service: a lock so that pods of one group do not apply it concurrently, and what was last applied.
+    service_slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Applied>>>>>,
 }
+
+/// A Service as the API server returned it from our apply, and when.
+struct Applied {
+    service: Service,
+    at: std::time::Instant,
+}
+
+/// How long a just-applied Service is trusted over the cache, which may not have seen it yet. Short: a user
+/// edit landing within this window after our apply is set back at the next resync instead of at once.
+const APPLIED_MEMO: Duration = Duration::from_secs(2);
 
 impl Context {
     pub fn new(
@@ -73,6 +85,7 @@ impl Context {
             never_injected: ["kube-system", "kube-public", "kube-node-lease"]
                 .map(str::to_owned)
                 .into(),
+            service_slots: Mutex::default(),
         }
     }
 
@@ -81,6 +94,23 @@ impl Context {
     pub fn never_injecting(mut self, namespaces: impl IntoIterator<Item = String>) -> Self {
         self.never_injected.extend(namespaces);
         self
+    }
+
+    fn service_slot(&self, key: &str) -> Arc<tokio::sync::Mutex<Option<Applied>>> {
+        let mut slots = self
+            .service_slots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        slots.entry(key.to_owned()).or_default().clone()
+    }
+
+    /// Drops the slots no reconcile holds: their memo is past [`APPLIED_MEMO`] long before housekeeping runs.
+    fn forget_idle_service_slots(&self) {
+        let mut slots = self
+            .service_slots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        slots.retain(|_, slot| Arc::strong_count(slot) > 1);
     }
 
     fn missed_by_webhook(&self, pod: &Pod) -> bool {
@@ -455,9 +485,20 @@ async fn ensure_service(
 ) -> Result<(bool, Option<i32>), ReconcileError> {
     let name = desired.name_any();
     let namespace = desired.namespace().unwrap_or_default();
+    // Pods of one group reconcile concurrently and would all see "no Service yet" in the cache: the slot
+    // serialises them, and the memo tells the later ones that the first already applied it.
+    let slot = ctx.service_slot(&format!("{namespace}/{name}"));
+    let mut last_applied = slot.lock().await;
     let observed = ctx.services.get(&ObjectRef::new(&name).within(&namespace));
     if !needs_apply(desired, observed.as_deref()) {
         return Ok((false, observed.as_deref().and_then(node_port_of)));
+    }
+    if let Some(applied) = last_applied
+        .as_ref()
+        .filter(|applied| applied.at.elapsed() < APPLIED_MEMO)
+        && !needs_apply(desired, Some(&applied.service))
+    {
+        return Ok((false, node_port_of(&applied.service)));
     }
     let api: Api<Service> = Api::namespaced(ctx.client.clone(), &namespace);
     let call = Call {
@@ -472,7 +513,12 @@ async fn ensure_service(
     {
         Ok(applied) => {
             metrics().wrote(Kind::Service, Verb::Apply);
-            Ok((true, node_port_of(&applied)))
+            let node_port = node_port_of(&applied);
+            *last_applied = Some(Applied {
+                service: applied,
+                at: std::time::Instant::now(),
+            });
+            Ok((true, node_port))
         }
         Err(kube::Error::Api(status))
             if status.code == 422 && status.message.contains("already allocated") =>
@@ -610,6 +656,7 @@ pub async fn collect_garbage(ctx: &Context) -> usize {
 
 /// Refreshes the gauges computed from the caches.
 pub fn update_gauges(ctx: &Context) {
+    ctx.forget_idle_service_slots();
     let metrics = metrics();
     let managed = |kind| {
         metrics
