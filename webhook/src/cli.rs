@@ -347,3 +347,72 @@ async fn serve_admission(
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serve_needs_no_api_server_flags_and_fills_the_defaults() {
+        let cli = Cli::try_parse_from([
+            "healthbridge-webhook",
+            "serve",
+            "--tls-cert-file",
+            "tls.crt",
+            "--tls-key-file",
+            "tls.key",
+            "--listen",
+            "127.0.0.1:8443",
+            "--agent-image",
+            "docker.io/healthbridge/agent:0.1.0",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("expected serve")
+        };
+        assert_eq!(args.server.admin_listen, "0.0.0.0:8080".parse().unwrap());
+        let cfg = args.server.injection_config(Some("hb"));
+        assert_eq!(cfg.agent_port, 13000);
+        assert_eq!(cfg.native_sidecar, NativeSidecar::Auto);
+        assert!(cfg.is_excluded("hb") && cfg.is_excluded("kube-system"));
+    }
+
+    #[test]
+    fn a_cert_file_without_its_key_and_a_bad_quantity_are_refused() {
+        let base = ["healthbridge-webhook", "serve", "--agent-image", "img"];
+        assert!(
+            Cli::try_parse_from(base.iter().copied().chain(["--tls-cert-file", "tls.crt"]))
+                .is_err()
+        );
+        let error =
+            Cli::try_parse_from(base.iter().copied().chain(["--agent-memory-limit", "lots"]))
+                .unwrap_err();
+        assert!(
+            error.to_string().contains("not a Kubernetes quantity"),
+            "{error}"
+        );
+        assert!(Cli::try_parse_from(base.iter().copied().chain(["--agent-port", "0"])).is_err());
+    }
+
+    #[test]
+    fn run_takes_the_controller_flags_too() {
+        let cli = Cli::try_parse_from([
+            "healthbridge-webhook",
+            "run",
+            "--agent-image",
+            "img",
+            "--namespace",
+            "hb",
+            "--webhook-config",
+            "hb-webhook",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("expected run")
+        };
+        assert_eq!(args.controller.lease_namespace, "hb");
+        assert_eq!(args.webhook_config, "hb-webhook");
+        assert_eq!(args.cert_secret, "healthbridge-webhook-tls");
+    }
+}
