@@ -70,7 +70,9 @@ async fn the_node_port_answers_with_the_apps_readiness_and_drains_on_deletion() 
             REACTION,
             || async { Ok(when(health().await?, |status| *status == 503)) },
         )
-        .await?;
+        .await
+        // A refused connection here means the Service dropped the unready pod from its endpoints.
+        .context("an unready pod must stay behind the health Service (publishNotReadyAddresses) so it can say 503")?;
 
         s.set_app_ready("web", true)?;
         poll_until(
