@@ -190,6 +190,8 @@ fn the_group_service_selects_the_group_on_the_agent_port_with_the_pinned_node_po
         json!({"healthbridge.io/group": "checkout"})
     );
     assert_eq!(service["spec"]["externalTrafficPolicy"], "Cluster");
+    // An unready pod must still answer its 503 through the Service instead of vanishing from it.
+    assert_eq!(service["spec"]["publishNotReadyAddresses"], true);
     // The agent container's declared port wins: it is what the agent listens on.
     assert_eq!(
         service["spec"]["ports"],

@@ -460,6 +460,9 @@ pub fn desired_service(target: &ServiceTarget, settings: &ServiceSettings) -> Se
             type_: Some("NodePort".to_owned()),
             selector: Some(target.selector.clone()),
             external_traffic_policy: Some(settings.traffic_policy.as_str().to_owned()),
+            // The agent must stay reachable while its pod is unready: that is exactly when the load balancer
+            // needs its 503 (and a draining pod's), not a refused connection.
+            publish_not_ready_addresses: Some(true),
             ports: Some(vec![ServicePort {
                 name: Some(SERVICE_PORT_NAME.to_owned()),
                 protocol: Some("TCP".to_owned()),
