@@ -35,6 +35,11 @@ images: deps
 manifests:
     scripts/manifests
 
+# Fail when manifests/healthbridge.yaml is not what the chart renders (helm comes with cluster-up).
+manifests-check: cluster-up
+    scripts/manifests
+    git diff --exit-code -- manifests/ || (echo "manifests/ is out of date with charts/: run 'just manifests' and commit" >&2; exit 1)
+
 # Build the pinned Kubernetes binaries (cached outside the repo) and start a local single-node cluster.
 cluster-up: deps
     e2e/cluster/up
@@ -44,7 +49,7 @@ down:
     e2e/cluster/down
 
 # End-to-end tests on the local real cluster (starts it if needed).
-e2e: images cluster-up
+e2e: images cluster-up manifests-check
     e2e/run
 
 # The main job: a local real cluster with healthbridge installed and a demo workload.
