@@ -1,6 +1,7 @@
 //! Builders for the demo workload the tests deploy, and questions about the pods that come back.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
@@ -16,6 +17,18 @@ pub const NODE_PORT: &str = "healthbridge.io/node-port";
 pub const APP_CONTAINER: &str = "app";
 /// Where scripts/images puts the demo binary in its image.
 pub const DEMO_BINARY: &str = "/usr/local/bin/healthbridge-demo";
+
+/// A file of this repository (the chart, the examples), found from the e2e crate's own directory.
+pub fn repo_path(relative: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(relative)
+}
+
+/// A file of `manifests/examples/`, which the examples test applies as a user would.
+pub fn example_path(name: &str) -> PathBuf {
+    repo_path("manifests/examples").join(name)
+}
 
 /// The demo image imported by e2e/run; tagged with the workspace version like every image of ours.
 pub fn demo_image() -> String {

@@ -26,8 +26,21 @@ impl HaProxy {
     pub async fn start(traffic_port: u16, health_port: u16) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let socket = dir.path().join("admin.sock");
+        let config = config_text(&socket, traffic_port, health_port);
+        Self::spawn(dir, &config).await
+    }
+
+    /// Starts haproxy with a user's configuration (e.g. `manifests/examples/haproxy.cfg`), adding
+    /// only the stats socket the test reads; its backend/server must be `demo`/`node`.
+    pub async fn start_with_config(config: &str) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let config = with_stats_socket(config, &dir.path().join("admin.sock"))?;
+        Self::spawn(dir, &config).await
+    }
+
+    async fn spawn(dir: tempfile::TempDir, config_text: &str) -> anyhow::Result<Self> {
         let config = dir.path().join("haproxy.cfg");
-        std::fs::write(&config, config_text(&socket, traffic_port, health_port))?;
+        std::fs::write(&config, config_text)?;
         let binary = std::env::var_os("HB_HAPROXY")
             .map(PathBuf::from)
             .unwrap_or_else(|| "haproxy".into());
@@ -93,6 +106,27 @@ fn config_text(socket: &Path, traffic_port: u16, health_port: u16) -> String {
     )
 }
 
+/// The configuration with `stats socket <socket>` as the first line of its `global` section.
+pub fn with_stats_socket(config: &str, socket: &Path) -> anyhow::Result<String> {
+    let mut out = String::with_capacity(config.len() + 80);
+    let mut added = false;
+    for line in config.lines() {
+        out.push_str(line);
+        out.push('\n');
+        if !added && line.trim() == "global" {
+            out.push_str(&format!(
+                "    stats socket {} mode 600 level admin\n",
+                socket.display()
+            ));
+            added = true;
+        }
+    }
+    if !added {
+        bail!("the haproxy configuration has no `global` section to add the stats socket to");
+    }
+    Ok(out)
+}
+
 /// Finds the server's row in `show stat` CSV output and returns its `status` column.
 pub fn parse_server_status(csv: &str, backend: &str, server: &str) -> anyhow::Result<String> {
     let mut lines = csv.lines();
@@ -123,6 +157,19 @@ mod tests {
     #[test]
     fn the_status_column_of_the_server_row_is_read_from_show_stat() -> anyhow::Result<()> {
         assert_eq!(parse_server_status(STATS, "demo", "node")?, "DOWN");
+        Ok(())
+    }
+
+    #[test]
+    fn the_stats_socket_goes_into_the_global_section() -> anyhow::Result<()> {
+        let config = with_stats_socket(
+            "# lb\nglobal\n    maxconn 256\ndefaults\n",
+            Path::new("/run/x.sock"),
+        )?;
+        assert_eq!(
+            config,
+            "# lb\nglobal\n    stats socket /run/x.sock mode 600 level admin\n    maxconn 256\ndefaults\n"
+        );
         Ok(())
     }
 

@@ -35,3 +35,94 @@ pub async fn status_on_loopback(port: u16, path: &str) -> anyhow::Result<u16> {
         _ => bail!("127.0.0.1:{port}{path} answered without an HTTP status line: {status_line:?}"),
     }
 }
+
+/// A load balancer's answer: the status code and the body, e.g. which check of `/all` failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub status: u16,
+    pub body: String,
+}
+
+/// `GET <path>` on `127.0.0.1:<port>` read to the end (the request says `Connection: close`).
+pub async fn get_on_loopback(port: u16, path: &str) -> anyhow::Result<Answer> {
+    let exchange = async {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await?;
+        Ok::<_, std::io::Error>(response)
+    };
+    let response = tokio::time::timeout(Duration::from_secs(2), exchange)
+        .await
+        .with_context(|| format!("no answer from 127.0.0.1:{port} within 2 s"))?
+        .with_context(|| format!("GET 127.0.0.1:{port}{path}"))?;
+    parse_answer(&String::from_utf8_lossy(&response))
+        .with_context(|| format!("127.0.0.1:{port}{path} answered"))
+}
+
+/// Splits a raw HTTP/1.1 response into status and body (chunked bodies are joined).
+fn parse_answer(response: &str) -> anyhow::Result<Answer> {
+    let status_line = response.lines().next().unwrap_or_default();
+    let status = match status_line.split_whitespace().nth(1).map(str::parse::<u16>) {
+        Some(Ok(code)) if status_line.starts_with("HTTP/") => code,
+        _ => bail!("without an HTTP status line: {status_line:?}"),
+    };
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((response, ""));
+    let chunked = head
+        .lines()
+        .any(|line| line.eq_ignore_ascii_case("transfer-encoding: chunked"));
+    let body = if chunked {
+        unchunk(body)
+    } else {
+        body.to_owned()
+    };
+    Ok(Answer { status, body })
+}
+
+fn unchunk(mut rest: &str) -> String {
+    let mut body = String::new();
+    while let Some((size_line, after)) = rest.split_once("\r\n") {
+        let size = usize::from_str_radix(size_line.trim(), 16).unwrap_or(0);
+        if size == 0 || after.len() < size {
+            break;
+        }
+        body.push_str(&after[..size]);
+        rest = after[size..].trim_start_matches("\r\n");
+    }
+    body
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plain_body_is_read_after_the_head() -> anyhow::Result<()> {
+        let answer =
+            parse_answer("HTTP/1.1 503 Service Unavailable\r\ncontent-length: 4\r\n\r\nbad\n")?;
+        assert_eq!(
+            answer,
+            Answer {
+                status: 503,
+                body: "bad\n".to_owned()
+            }
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_chunked_body_is_joined() -> anyhow::Result<()> {
+        let answer = parse_answer(
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nOK \r\n2\r\nhi\r\n0\r\n\r\n",
+        )?;
+        assert_eq!(answer.body, "OK hi");
+        Ok(())
+    }
+
+    #[test]
+    fn an_answer_without_a_status_line_is_an_error() {
+        assert!(parse_answer("SSH-2.0-OpenSSH\r\n").is_err());
+    }
+}

@@ -1,6 +1,7 @@
 //! Helpers shared by the end-to-end tests: cluster access, per-test namespaces, polling, fixtures, probes.
 
 pub mod cluster;
+pub mod echo;
 pub mod fixtures;
 pub mod haproxy;
 pub mod http;

@@ -5,12 +5,12 @@ use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service, ServiceAccount};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::json;
 
 use crate::cluster::Cluster;
-use crate::fixtures::{AGENT_CONTAINER, APP_CONTAINER, DEMO_BINARY, DemoPod};
+use crate::fixtures::{AGENT_CONTAINER, APP_CONTAINER, DEMO_BINARY, DemoPod, example_path};
 use crate::poll::poll_until;
 
 /// A test's namespace on the cluster, with the client scoped to it.
@@ -100,6 +100,34 @@ impl Scenario {
         let mut all = vec!["-n", self.namespace.as_str()];
         all.extend_from_slice(args);
         self.cluster.kubectl(&all)
+    }
+
+    /// `kubectl -n <namespace> apply -f manifests/examples/<name>`, as the example's comment tells a user.
+    pub fn apply_example(&self, name: &str) -> anyhow::Result<String> {
+        let path = example_path(name);
+        let path = path
+            .to_str()
+            .context("the repository's path is not UTF-8")?;
+        self.kubectl(&["apply", "-f", path])
+    }
+
+    /// The nodePort of the health Service `<group>-healthbridge` the controller makes for a group.
+    pub async fn health_node_port(&self, group: &str) -> anyhow::Result<u16> {
+        let services: Api<Service> = self.api();
+        let name = format!("{group}-healthbridge");
+        poll_until(
+            &format!("the Service {name} with a nodePort"),
+            Duration::from_secs(60),
+            || async {
+                let service = services.get_opt(&name).await?;
+                let port = service
+                    .and_then(|service| service.spec)
+                    .and_then(|spec| spec.ports)
+                    .and_then(|ports| ports.into_iter().find_map(|port| port.node_port));
+                Ok(port.map(u16::try_from).transpose()?)
+            },
+        )
+        .await
     }
 
     /// Creates the pod and returns it as admitted (after every mutating webhook).
