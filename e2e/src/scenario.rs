@@ -10,7 +10,9 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::json;
 
 use crate::cluster::Cluster;
-use crate::fixtures::{AGENT_CONTAINER, APP_CONTAINER, DEMO_BINARY, DemoPod, example_path};
+use crate::fixtures::{
+    AGENT_CONTAINER, APP_CONTAINER, DEMO_BINARY, DemoPod, example_path, is_ready,
+};
 use crate::poll::poll_until;
 
 /// A test's namespace on the cluster, with the client scoped to it.
@@ -163,10 +165,39 @@ impl Scenario {
         .await
     }
 
+    /// Waits for a Ready pod among those matching the label `selector` (e.g. an example's pods).
+    pub async fn wait_for_ready_pod(
+        &self,
+        selector: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<Pod> {
+        let pods: Api<Pod> = self.api();
+        let list_params = ListParams::default().labels(selector);
+        poll_until(&format!("a Ready pod with {selector}"), timeout, || async {
+            Ok(pods
+                .list(&list_params)
+                .await?
+                .items
+                .into_iter()
+                .find(is_ready))
+        })
+        .await
+    }
+
     /// Makes the demo app of `pod` ready or unready through its marker file (`kubectl exec`).
     pub fn set_app_ready(&self, pod: &str, ready: bool) -> anyhow::Result<()> {
+        self.set_container_ready(pod, APP_CONTAINER, ready)
+    }
+
+    /// Like [`Scenario::set_app_ready`] for a demo container with another name (pods with several).
+    pub fn set_container_ready(
+        &self,
+        pod: &str,
+        container: &str,
+        ready: bool,
+    ) -> anyhow::Result<()> {
         let command = if ready { "set-ready" } else { "rm-ready" };
-        self.kubectl(&["exec", pod, "-c", APP_CONTAINER, "--", DEMO_BINARY, command])?;
+        self.kubectl(&["exec", pod, "-c", container, "--", DEMO_BINARY, command])?;
         Ok(())
     }
 
