@@ -164,9 +164,8 @@ async fn the_ca_bundle_is_written_only_when_it_differs() {
             .await
             .unwrap()
     );
-    let log = log.lock().unwrap();
-    let (method, _, written) = log.last().unwrap();
-    assert_eq!(*method, Method::PUT);
+    let (method, _, written) = log.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(method, Method::PUT);
     assert_eq!(written["metadata"]["resourceVersion"], "7");
     for webhook in written["webhooks"].as_array().unwrap() {
         assert_eq!(
