@@ -217,7 +217,7 @@ pub async fn execute(cli: Cli, shutdown: CancellationToken) -> Result<(), RunErr
             let cfg = args.server.injection_config(args.namespace.as_deref());
             // Without an API server the version is unknown; clusters before 1.29 are out of support.
             let native = true;
-            serve_admission(&args.server, cfg, native, None, shutdown).await
+            serve_admission(&args.server, cfg, native, Metrics::new(), None, shutdown).await
         }
         Command::Run(args) => {
             let client = kube::Client::try_default()
@@ -247,6 +247,7 @@ pub async fn execute(cli: Cli, shutdown: CancellationToken) -> Result<(), RunErr
                 &args.server,
                 cfg,
                 native,
+                Metrics::with_controller(),
                 self_managed.map(|s| (client, s)),
                 shutdown.clone(),
             )
@@ -271,10 +272,11 @@ async fn serve_admission(
     args: &ServerArgs,
     cfg: InjectionConfig,
     cluster_supports_native_sidecar: bool,
+    metrics: Metrics,
     self_managed: Option<(kube::Client, SelfManaged)>,
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(metrics);
     let readiness = Readiness::new();
     let store = CertStore::new();
     let tls = store.server_config()?;

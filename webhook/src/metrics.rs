@@ -48,8 +48,19 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// The admission server's metrics alone (`serve`).
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("healthbridge_webhook");
+        Self::build(false)
+    }
+
+    /// The admission server's metrics and the controller's, on one `/metrics` (`run`).
+    pub fn with_controller() -> Self {
+        Self::build(true)
+    }
+
+    fn build(with_controller: bool) -> Self {
+        let mut root = Registry::default();
+        let registry = root.sub_registry_with_prefix("healthbridge_webhook");
         let admissions = Family::<AdmissionLabels, Counter>::default();
         registry.register(
             "admissions",
@@ -78,8 +89,11 @@ impl Metrics {
             "Unix time at which the current serving certificate expires (0 when unknown)",
             cert_not_after.clone(),
         );
+        if with_controller {
+            crate::controller::register(&mut root);
+        }
         Self {
-            registry,
+            registry: root,
             admissions,
             latency,
             cert_reloads,
@@ -132,5 +146,31 @@ impl Metrics {
             })
             .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
             .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_exposes_the_controller_metrics_beside_the_admission_metrics() {
+        let metrics = Metrics::with_controller();
+        metrics.observe(Outcome::Injected, Duration::from_millis(1));
+        let text = metrics.render();
+        assert!(text.contains("healthbridge_webhook_admissions_total{result=\"injected\""));
+        assert!(
+            text.contains("healthbridge_controller_reconciles"),
+            "{text}"
+        );
+        assert!(text.contains("healthbridge_uninjected_pods"), "{text}");
+        assert_eq!(metrics.count("injected"), 1);
+    }
+
+    #[test]
+    fn serve_exposes_only_the_admission_metrics() {
+        let text = Metrics::new().render();
+        assert!(text.contains("healthbridge_webhook_admission_duration_seconds"));
+        assert!(!text.contains("healthbridge_controller"), "{text}");
     }
 }
