@@ -14,10 +14,30 @@ pub struct AnswerLabels {
     pub result: &'static str,
 }
 
+/// The two counters of one route, looked up once so that answering costs one atomic add.
+#[derive(Debug, Clone)]
+pub struct RouteCounters {
+    healthy: Counter,
+    unhealthy: Counter,
+}
+
+impl RouteCounters {
+    pub fn count(&self, healthy: bool) {
+        if healthy {
+            self.healthy.inc()
+        } else {
+            self.unhealthy.inc()
+        };
+    }
+}
+
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
     pub answers: Family<AnswerLabels, Counter>,
+    pub health: RouteCounters,
+    pub all: RouteCounters,
+    pub self_check: RouteCounters,
     pub watch_restarts: Counter,
     pub seconds_since_pod_update: Gauge<f64, AtomicU64>,
 }
@@ -43,9 +63,26 @@ impl Default for Metrics {
             "Seconds since the API server last reported on the watched pod (-1 before the first report or without a watch)",
             seconds_since_pod_update.clone(),
         );
+        // Each lookup's read guard must be dropped before the next lookup may need the write lock.
+        let counter = |route: &str, result: &'static str| -> Counter {
+            let labels = AnswerLabels {
+                route: route.to_owned(),
+                result,
+            };
+            // Edition 2024 drops the tail expression's guard before the closure returns.
+            answers.get_or_create(&labels).clone()
+        };
+        let route = |route: &str| RouteCounters {
+            healthy: counter(route, "healthy"),
+            unhealthy: counter(route, "unhealthy"),
+        };
+        let (health, all, self_check) = (route("/health"), route("/all"), route("/self"));
         Self {
             registry,
             answers,
+            health,
+            all,
+            self_check,
             watch_restarts,
             seconds_since_pod_update,
         }
@@ -53,6 +90,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// For routes known only at run time (exec URLs).
     pub fn count_answer(&self, route: &str, healthy: bool) {
         let result = if healthy { "healthy" } else { "unhealthy" };
         self.answers

@@ -54,6 +54,8 @@ pub fn render(
         unhealthy_status
     };
     let (content_type, body) = match format {
+        // The common answer needs no allocation.
+        Format::Line if healthy => (TEXT, Body::from("OK")),
         Format::Line => (TEXT, Body::from(line(report))),
         Format::Verbose => (TEXT, Body::from(verbose(report, title))),
         Format::Json => (JSON, Body::from(json(report, title))),

@@ -92,7 +92,7 @@ pub fn app(state: AppState) -> Router {
 
 async fn health(State(state): State<AppState>, uri: Uri, headers: HeaderMap) -> Response {
     let report = state.pod.current();
-    state.metrics.count_answer("/health", report.healthy());
+    state.metrics.health.count(report.healthy());
     render(
         &report,
         "health",
@@ -103,7 +103,7 @@ async fn health(State(state): State<AppState>, uri: Uri, headers: HeaderMap) -> 
 
 async fn all(State(state): State<AppState>, uri: Uri, headers: HeaderMap) -> Response {
     let report = all_report(&state).await;
-    state.metrics.count_answer("/all", report.healthy());
+    state.metrics.all.count(report.healthy());
     render(
         &report,
         "all",
@@ -150,7 +150,7 @@ async fn exec_answer(state: AppState, path: String, headers: HeaderMap) -> Respo
 }
 
 async fn self_check(State(state): State<AppState>) -> &'static str {
-    state.metrics.count_answer("/self", true);
+    state.metrics.self_check.count(true);
     "OK"
 }
 
