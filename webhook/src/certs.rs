@@ -31,6 +31,8 @@ pub const RENEW_BEFORE_DAYS: i64 = 30;
 /// A CA with less than this left is replaced (and with it the caBundle).
 pub const CA_RENEW_BEFORE_DAYS: i64 = 365;
 const CA_COMMON_NAME: &str = "healthbridge-webhook-ca";
+/// The keys of a filled Secret.
+const SECRET_KEYS: [&str; 4] = ["ca.crt", "ca.key", "tls.crt", "tls.key"];
 
 /// Failure to make, store or publish the certificates.
 #[derive(Debug, thiserror::Error)]
@@ -39,7 +41,7 @@ pub enum CertError {
     Generate(#[from] rcgen::Error),
     #[error("the Kubernetes API failed: {0}")]
     Kube(#[from] kube::Error),
-    #[error("Secret {0} lacks key {1}; delete the Secret to have it regenerated")]
+    #[error("Secret {0} lacks key {1}; delete the Secret or empty its data to have it regenerated")]
     MissingKey(String, &'static str),
     #[error(
         "the MutatingWebhookConfiguration {0} does not exist; install the chart or set --webhook-config"
@@ -183,6 +185,36 @@ impl CertBundle {
         }
     }
 
+    /// `existing` with this bundle's data and annotations, keeping its other metadata (Helm's labels and
+    /// annotations, kubectl's last-applied) and its resourceVersion, so the write is optimistic.
+    pub fn fill_secret(&self, existing: &Secret) -> Secret {
+        let ours = self.to_secret(
+            existing.metadata.name.as_deref().unwrap_or_default(),
+            existing.metadata.namespace.as_deref().unwrap_or_default(),
+        );
+        let mut annotations = existing.metadata.annotations.clone().unwrap_or_default();
+        annotations.extend(ours.metadata.annotations.unwrap_or_default());
+        let mut secret = existing.clone();
+        secret.metadata.annotations = Some(annotations);
+        secret.type_ = existing.type_.clone().or(ours.type_);
+        secret.data = ours.data;
+        secret.string_data = None;
+        secret
+    }
+
+    /// Reads a bundle from its Secret; `Ok(None)` when the Secret holds none of the keys yet (as the chart ships it).
+    pub fn from_secret_if_filled(secret: &Secret) -> Result<Option<Self>, CertError> {
+        let unfilled = secret.data.as_ref().is_none_or(|data| {
+            SECRET_KEYS
+                .iter()
+                .all(|key| data.get(*key).is_none_or(|value| value.0.is_empty()))
+        });
+        if unfilled {
+            return Ok(None);
+        }
+        Self::from_secret(secret).map(Some)
+    }
+
     /// Reads a bundle from its Secret.
     pub fn from_secret(secret: &Secret) -> Result<Self, CertError> {
         let name = secret.metadata.name.clone().unwrap_or_default();
@@ -273,13 +305,14 @@ fn now_unix() -> i64 {
         .unwrap_or(0)
 }
 
-/// Reads the shared Secret, creating or renewing it as needed; another replica winning a race is fine.
+/// Reads the shared Secret, creating, filling or renewing it as needed; another replica winning a race is fine.
 pub async fn ensure_secret(
     secrets: &Api<Secret>,
     cfg: &SelfManaged,
     now: i64,
 ) -> Result<CertBundle, CertError> {
     let names = cfg.dns_names();
+    // Absent: plain-manifest users who deleted it, or an install without the chart's empty Secret.
     let Some(existing) = secrets.get_opt(&cfg.secret_name).await? else {
         let bundle = CertBundle::generate(&names, now)?;
         return match secrets
@@ -294,34 +327,46 @@ pub async fn ensure_secret(
                 Ok(bundle)
             }
             // Another replica created it first: use theirs so every replica serves the same CA.
-            Err(kube::Error::Api(e)) if e.code == 409 => {
-                CertBundle::from_secret(&secrets.get(&cfg.secret_name).await?)
-            }
+            Err(kube::Error::Api(e)) if e.code == 409 => read_filled(secrets, cfg).await,
             Err(e) => Err(e.into()),
         };
     };
-    let mut bundle = CertBundle::from_secret(&existing)?;
-    match bundle.renewal(&names, now) {
-        Renewal::Fine => return Ok(bundle),
-        Renewal::ServingCert => bundle.reissue(&names, now)?,
-        Renewal::Everything => bundle = CertBundle::generate(&names, now)?,
-    }
-    let mut secret = bundle.to_secret(&cfg.secret_name, &cfg.namespace);
-    // Optimistic concurrency: a replica that renewed first wins and we take its bundle.
-    secret.metadata.resource_version = existing.metadata.resource_version.clone();
+    let (bundle, action) = match CertBundle::from_secret_if_filled(&existing)? {
+        // Shipped empty by the chart (so that helm uninstall removes it): fill it.
+        None => (CertBundle::generate(&names, now)?, "filled the empty"),
+        Some(mut bundle) => {
+            match bundle.renewal(&names, now) {
+                Renewal::Fine => return Ok(bundle),
+                Renewal::ServingCert => bundle.reissue(&names, now)?,
+                Renewal::Everything => bundle = CertBundle::generate(&names, now)?,
+            }
+            (bundle, "renewed the certificates in")
+        }
+    };
+    // Optimistic concurrency: fill_secret keeps the resourceVersion read above, so when another replica filled
+    // or renewed first our write gets 409 and we take its bundle.
     match secrets
-        .replace(&cfg.secret_name, &PostParams::default(), &secret)
+        .replace(
+            &cfg.secret_name,
+            &PostParams::default(),
+            &bundle.fill_secret(&existing),
+        )
         .await
     {
         Ok(_) => {
-            tracing::info!(secret = %cfg.secret_name, not_after = bundle.cert_not_after, "renewed the serving certificate");
+            tracing::info!(secret = %cfg.secret_name, not_after = bundle.cert_not_after, "{action} Secret");
             Ok(bundle)
         }
-        Err(kube::Error::Api(e)) if e.code == 409 => {
-            CertBundle::from_secret(&secrets.get(&cfg.secret_name).await?)
-        }
+        Err(kube::Error::Api(e)) if e.code == 409 => read_filled(secrets, cfg).await,
         Err(e) => Err(e.into()),
     }
+}
+
+/// The Secret another replica just wrote.
+async fn read_filled(secrets: &Api<Secret>, cfg: &SelfManaged) -> Result<CertBundle, CertError> {
+    let secret = secrets.get(&cfg.secret_name).await?;
+    CertBundle::from_secret_if_filled(&secret)?
+        .ok_or_else(|| CertError::MissingKey(cfg.secret_name.clone(), SECRET_KEYS[0]))
 }
 
 /// Sets the caBundle of every webhook entry of `name` to `ca_pem`, writing only when one differs.

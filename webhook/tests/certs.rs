@@ -1,4 +1,5 @@
-//! Self-managed certificates against a fake API server: create-if-absent, the replica race, caBundle only when it differs.
+//! Self-managed certificates against a fake API server: create-if-absent, fill-if-empty, the replica races,
+//! caBundle only when it differs.
 #![allow(clippy::unwrap_used)]
 
 use std::sync::{Arc, Mutex};
@@ -131,6 +132,111 @@ async fn a_current_secret_is_used_without_any_write() {
     .await
     .unwrap();
     assert_eq!(bundle, existing);
+    assert!(log.lock().unwrap().iter().all(|(m, _, _)| m == Method::GET));
+}
+
+/// The cert Secret as the chart ships it in self-managed mode: no data, Helm's ownership metadata.
+fn empty_chart_secret() -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {
+            "name": "healthbridge-webhook-tls", "namespace": "healthbridge-system", "resourceVersion": "42",
+            "labels": { "app.kubernetes.io/managed-by": "Helm" },
+            "annotations": { "meta.helm.sh/release-name": "healthbridge" }
+        }
+    })
+}
+
+#[tokio::test]
+async fn an_empty_secret_from_the_chart_is_filled_keeping_helms_metadata() {
+    let (client, log) = fake_api(|method, _, body| match *method {
+        Method::GET => (StatusCode::OK, empty_chart_secret()),
+        _ => (StatusCode::OK, body.clone()),
+    });
+    let bundle = ensure_secret(
+        &Api::<Secret>::namespaced(client, "healthbridge-system"),
+        &settings(),
+        NOW,
+    )
+    .await
+    .unwrap();
+    assert_eq!(bundle.dns_names, settings().dns_names());
+    let log = log.lock().unwrap();
+    let (method, path, written) = &log[1];
+    assert_eq!(
+        (method, path.as_str()),
+        (
+            &Method::PUT,
+            "/api/v1/namespaces/healthbridge-system/secrets/healthbridge-webhook-tls"
+        )
+    );
+    assert_eq!(
+        written["metadata"]["resourceVersion"], "42",
+        "optimistic write"
+    );
+    assert_eq!(
+        written["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "Helm"
+    );
+    assert_eq!(
+        written["metadata"]["annotations"]["meta.helm.sh/release-name"],
+        "healthbridge"
+    );
+    assert_eq!(written["type"], "Opaque");
+    let filled: Secret = serde_json::from_value(written.clone()).unwrap();
+    assert_eq!(CertBundle::from_secret(&filled).unwrap(), bundle);
+}
+
+#[tokio::test]
+async fn losing_the_fill_race_takes_the_other_replicas_bundle() {
+    let theirs = CertBundle::generate(&settings().dns_names(), NOW).unwrap();
+    let their_secret =
+        serde_json::to_value(theirs.to_secret("healthbridge-webhook-tls", "healthbridge-system"))
+            .unwrap();
+    let gets = Arc::new(Mutex::new(0));
+    let (client, log) = fake_api(move |method, _, _| match *method {
+        Method::GET => {
+            let mut gets = gets.lock().unwrap();
+            *gets += 1;
+            if *gets == 1 {
+                (StatusCode::OK, empty_chart_secret())
+            } else {
+                (StatusCode::OK, their_secret.clone())
+            }
+        }
+        _ => status(409, "Conflict"),
+    });
+    let bundle = ensure_secret(
+        &Api::<Secret>::namespaced(client, "healthbridge-system"),
+        &settings(),
+        NOW,
+    )
+    .await
+    .unwrap();
+    assert_eq!(bundle, theirs);
+    let methods: Vec<Method> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(m, _, _)| m.clone())
+        .collect();
+    assert_eq!(methods, [Method::GET, Method::PUT, Method::GET]);
+}
+
+#[tokio::test]
+async fn a_secret_with_only_some_keys_is_an_error_that_says_how_to_fix_it() {
+    let mut partial = empty_chart_secret();
+    partial["data"] = json!({ "tls.crt": healthbridge_webhook::admission::base64(b"cert") });
+    let (client, log) = fake_api(move |_, _, _| (StatusCode::OK, partial.clone()));
+    let error = ensure_secret(
+        &Api::<Secret>::namespaced(client, "healthbridge-system"),
+        &settings(),
+        NOW,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(error, CertError::MissingKey(_, "ca.crt")));
+    assert!(error.to_string().contains("empty its data"));
     assert!(log.lock().unwrap().iter().all(|(m, _, _)| m == Method::GET));
 }
 
