@@ -5,16 +5,19 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use futures::TryStreamExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Api;
 use kube::api::PostParams;
+use kube::runtime::{WatchStreamExt, watcher};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, date_time_ymd,
 };
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::keys;
@@ -379,15 +382,12 @@ pub async fn publish_ca_bundle(
     let Some(mut config) = configs.get_opt(name).await? else {
         return Err(CertError::NoWebhookConfig(name.to_owned()));
     };
-    let wanted = ByteString(ca_pem.as_bytes().to_vec());
-    let mut changed = false;
-    for webhook in config.webhooks.iter_mut().flatten() {
-        if webhook.client_config.ca_bundle.as_ref() != Some(&wanted) {
-            webhook.client_config.ca_bundle = Some(wanted.clone());
-            changed = true;
-        }
-    }
+    let changed = ca_bundle_differs(&config, ca_pem);
     if changed {
+        let wanted = ByteString(ca_pem.as_bytes().to_vec());
+        for webhook in config.webhooks.iter_mut().flatten() {
+            webhook.client_config.ca_bundle = Some(wanted.clone());
+        }
         // replace carries the resourceVersion read above, so a concurrent edit makes this fail and retry.
         configs
             .replace(name, &PostParams::default(), &config)
@@ -395,6 +395,68 @@ pub async fn publish_ca_bundle(
         tracing::info!(webhook_config = name, "published the CA in caBundle");
     }
     Ok(changed)
+}
+
+/// Whether some webhook entry of `config` does not carry `ca_pem` as its caBundle.
+pub fn ca_bundle_differs(config: &MutatingWebhookConfiguration, ca_pem: &str) -> bool {
+    config.webhooks.iter().flatten().any(|webhook| {
+        webhook
+            .client_config
+            .ca_bundle
+            .as_ref()
+            .map(|b| b.0.as_slice())
+            != Some(ca_pem.as_bytes())
+    })
+}
+
+/// Watches the MutatingWebhookConfiguration `name` (only it: a field selector on its name) and sets its caBundle
+/// back as soon as it stops matching the CA in `ca`, so a `helm upgrade --force` or a GitOps sync that strips it
+/// leaves pods uninjected for seconds, not until the hourly check. Writes only when it differs, so a
+/// write never triggers another write; each set-back is logged, which makes a fight with another manager visible.
+pub async fn guard_ca_bundle(
+    configs: Api<MutatingWebhookConfiguration>,
+    name: String,
+    ca: watch::Receiver<Option<String>>,
+    shutdown: CancellationToken,
+) {
+    let selector = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let configs_seen = watcher(configs.clone(), selector)
+        .default_backoff()
+        .applied_objects();
+    let mut configs_seen = std::pin::pin!(configs_seen);
+    loop {
+        let seen = tokio::select! {
+            () = shutdown.cancelled() => return,
+            seen = configs_seen.try_next() => seen,
+        };
+        let config = match seen {
+            Ok(Some(config)) => config,
+            Ok(None) => return,
+            Err(error) => {
+                tracing::warn!(%error, webhook_config = %name, "watching the webhook configuration failed; retrying");
+                continue;
+            }
+        };
+        // Before the first certificate is in place there is nothing to compare with: the set-up publishes it.
+        let Some(wanted) = ca.borrow().clone() else {
+            continue;
+        };
+        if !ca_bundle_differs(&config, &wanted) {
+            continue;
+        }
+        match publish_ca_bundle(&configs, &name, &wanted).await {
+            Ok(true) => tracing::warn!(
+                webhook_config = %name,
+                "the caBundle was changed by someone else (helm upgrade --force, a GitOps sync without ignoreDifferences?); set it back"
+            ),
+            Ok(false) => {}
+            // Another replica set it back first; its write comes through the watch and matches.
+            Err(CertError::Kube(kube::Error::Api(e))) if e.code == 409 => {}
+            Err(error) => {
+                tracing::warn!(%error, webhook_config = %name, "could not set the caBundle back; the hourly check retries");
+            }
+        }
+    }
 }
 
 /// Keeps the serving certificate and caBundle current until `shutdown`; ready once both are in place.
@@ -408,13 +470,21 @@ pub async fn run(
 ) {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &cfg.namespace);
     let configs: Api<MutatingWebhookConfiguration> = Api::all(client);
+    let (ca, ca_seen) = watch::channel(None);
+    tokio::spawn(guard_ca_bundle(
+        configs.clone(),
+        cfg.webhook_config.clone(),
+        ca_seen,
+        shutdown.clone(),
+    ));
     let mut backoff = Duration::from_secs(2);
     loop {
         let wait = match reconcile(&secrets, &configs, &cfg, &store, &metrics).await {
-            Ok(()) => {
+            Ok(ca_pem) => {
+                ca.send_replace(Some(ca_pem));
                 readiness.set_ready(true);
                 backoff = Duration::from_secs(2);
-                // Re-check hourly: renewal is days ahead, and someone may have reset the caBundle.
+                // Renewal is days ahead; a reset caBundle is seen by guard_ca_bundle at once, this is a backstop.
                 Duration::from_secs(3600)
             }
             Err(error) => {
@@ -437,12 +507,12 @@ async fn reconcile(
     cfg: &SelfManaged,
     store: &CertStore,
     metrics: &Metrics,
-) -> Result<(), CertError> {
+) -> Result<String, CertError> {
     let bundle = ensure_secret(secrets, cfg, now_unix()).await?;
     store.set_pem(bundle.cert.as_bytes(), bundle.key.as_bytes())?;
     metrics.set_cert_not_after(bundle.cert_not_after);
     publish_ca_bundle(configs, &cfg.webhook_config, &bundle.ca_cert).await?;
-    Ok(())
+    Ok(bundle.ca_cert)
 }
 
 #[cfg(test)]

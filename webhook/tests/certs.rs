@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 
 use healthbridge_webhook::certs::{
-    CertBundle, CertError, SelfManaged, ensure_secret, publish_ca_bundle,
+    CertBundle, CertError, SelfManaged, ensure_secret, guard_ca_bundle, publish_ca_bundle,
 };
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -14,6 +14,8 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::client::Body;
 use serde_json::{Value, json};
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
 
 type Log = Arc<Mutex<Vec<(Method, String, Value)>>>;
 
@@ -299,4 +301,146 @@ async fn a_missing_webhook_configuration_says_how_to_fix_it() {
         .unwrap_err();
     assert!(matches!(error, CertError::NoWebhookConfig(_)));
     assert!(error.to_string().contains("--webhook-config"));
+}
+
+/// The webhook configuration held by the fake API: a caBundle that someone strips once, while the guard watches.
+struct WatchedConfig {
+    current: Value,
+    watches: usize,
+}
+
+/// A fake API for `guard_ca_bundle`: LIST and GET answer `current`, PUT replaces it, the first WATCH reports that
+/// someone stripped one caBundle, later WATCHes stay open (and ring `settled`).
+fn fake_watched_api(state: Arc<Mutex<WatchedConfig>>, settled: Arc<Notify>) -> (kube::Client, Log) {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let log: Log = Arc::default();
+    let recorded = log.clone();
+    tokio::spawn(async move {
+        let mut open_watches = Vec::new();
+        while let Some((request, send)) = handle.next_request().await {
+            let (parts, body) = request.into_parts();
+            let bytes = body.collect().await.unwrap().to_bytes();
+            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            let target = parts.uri.to_string();
+            recorded
+                .lock()
+                .unwrap()
+                .push((parts.method.clone(), target.clone(), body.clone()));
+            let answer = {
+                let mut state = state.lock().unwrap();
+                if parts.method == Method::PUT {
+                    state.current = body;
+                    Some(serde_json::to_vec(&state.current).unwrap())
+                } else if target.contains("watch=true") {
+                    state.watches += 1;
+                    if state.watches == 1 {
+                        state.current["webhooks"][1]["clientConfig"]
+                            .as_object_mut()
+                            .unwrap()
+                            .remove("caBundle");
+                        state.current["metadata"]["resourceVersion"] = json!("8");
+                        let event = json!({ "type": "MODIFIED", "object": state.current });
+                        Some(format!("{event}\n").into_bytes())
+                    } else {
+                        None
+                    }
+                } else if target.contains("fieldSelector") {
+                    let list = json!({
+                        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfigurationList",
+                        "metadata": { "resourceVersion": state.current["metadata"]["resourceVersion"] },
+                        "items": [state.current],
+                    });
+                    Some(serde_json::to_vec(&list).unwrap())
+                } else {
+                    Some(serde_json::to_vec(&state.current).unwrap())
+                }
+            };
+            match answer {
+                Some(answer) => send.send_response(
+                    Response::builder()
+                        .status(StatusCode::OK)
+                        .body(Body::from(answer))
+                        .unwrap(),
+                ),
+                None => {
+                    open_watches.push(send);
+                    settled.notify_one();
+                }
+            }
+        }
+    });
+    (kube::Client::new(service, "healthbridge-system"), log)
+}
+
+fn puts(log: &Log) -> Vec<Value> {
+    log.lock()
+        .unwrap()
+        .iter()
+        .filter(|(method, _, _)| method == Method::PUT)
+        .map(|(_, _, body)| body.clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_stripped_ca_bundle_is_set_back_as_soon_as_the_watch_reports_it() {
+    let ca = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    let state = Arc::new(Mutex::new(WatchedConfig {
+        current: webhook_config([Some(ca), Some(ca)]),
+        watches: 0,
+    }));
+    let settled = Arc::new(Notify::new());
+    let (client, log) = fake_watched_api(state.clone(), settled.clone());
+    let (_ca, ca_seen) = watch::channel(Some(ca.to_owned()));
+    let shutdown = CancellationToken::new();
+    let guard = tokio::spawn(guard_ca_bundle(
+        Api::all(client),
+        "healthbridge".into(),
+        ca_seen,
+        shutdown.clone(),
+    ));
+
+    tokio::time::timeout(std::time::Duration::from_secs(30), settled.notified())
+        .await
+        .expect("the guard to process the strip and watch again");
+    shutdown.cancel();
+    guard.await.unwrap();
+
+    let first = log.lock().unwrap()[0].1.clone();
+    assert!(
+        first.contains("fieldSelector=metadata.name%3Dhealthbridge"),
+        "watches only its own configuration: {first}"
+    );
+    let writes = puts(&log);
+    assert_eq!(writes.len(), 1, "one write, for the one strip: {writes:?}");
+    assert_eq!(writes[0]["metadata"]["resourceVersion"], "8");
+    for webhook in writes[0]["webhooks"].as_array().unwrap() {
+        assert_eq!(
+            webhook["clientConfig"]["caBundle"],
+            json!(healthbridge_webhook::admission::base64(ca.as_bytes()))
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_guard_writes_nothing_before_it_knows_the_ca() {
+    let state = Arc::new(Mutex::new(WatchedConfig {
+        current: webhook_config([None, None]),
+        watches: 0,
+    }));
+    let settled = Arc::new(Notify::new());
+    let (client, log) = fake_watched_api(state, settled.clone());
+    let (_ca, ca_seen) = watch::channel(None);
+    let shutdown = CancellationToken::new();
+    let guard = tokio::spawn(guard_ca_bundle(
+        Api::all(client),
+        "healthbridge".into(),
+        ca_seen,
+        shutdown.clone(),
+    ));
+    tokio::time::timeout(std::time::Duration::from_secs(30), settled.notified())
+        .await
+        .expect("the guard to see the list and the strip");
+    shutdown.cancel();
+    guard.await.unwrap();
+    assert!(puts(&log).is_empty());
 }
