@@ -1,6 +1,7 @@
 //! The controller: per-pod least-privilege RBAC and per-group NodePort Services for injected pods.
 
 pub mod desired;
+pub mod group_index;
 pub mod leader;
 pub mod metrics;
 pub mod names;
@@ -10,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::Api;
@@ -22,6 +23,7 @@ use kube::{Resource, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
 pub use self::desired::NodePortRange;
+use self::group_index::GroupIndex;
 pub use self::leader::{LeaderError, LeaseLock, Timing};
 pub use self::metrics::register;
 use self::reconcile::{Context, Stores};
@@ -169,20 +171,32 @@ pub async fn run_leading(
 
     // Every pod, not only injected ones: an opted-in pod without the marker must be seen to be reported, and a
     // label selector cannot see annotations.
-    let controller = Controller::new(
-        Api::<Pod>::all(client.clone()),
-        watcher::Config::default().any_semantic(),
-    )
-    .with_config(ControllerConfig::default().concurrency(args.concurrency))
-    .owns(Api::<Role>::all(client.clone()), managed_selector())
-    .owns(Api::<RoleBinding>::all(client.clone()), managed_selector());
-    let pods = controller.store();
-    let service_pods = pods.clone();
-    let controller = controller.watches(
-        Api::<Service>::all(client.clone()),
-        managed_selector(),
-        move |service| pods_of_service(&service_pods, &service),
-    );
+    // What Controller::new does, plus the group index fed from the same events right after the store, so that a
+    // reconcile (which runs after its event has passed) finds a group's pods without scanning every pod.
+    let (pods, writer) = reflector::store();
+    let group_index = Arc::new(GroupIndex::default());
+    let pod_events = {
+        let group_index = group_index.clone();
+        reflector::reflector(
+            writer,
+            watcher(
+                Api::<Pod>::all(client.clone()),
+                watcher::Config::default().any_semantic(),
+            ),
+        )
+        .inspect_ok(move |event| group_index.apply_watcher_event(event))
+        .applied_objects()
+    };
+    let service_pods = (pods.clone(), group_index.clone());
+    let controller = Controller::for_stream(pod_events, pods.clone())
+        .with_config(ControllerConfig::default().concurrency(args.concurrency))
+        .owns(Api::<Role>::all(client.clone()), managed_selector())
+        .owns(Api::<RoleBinding>::all(client.clone()), managed_selector())
+        .watches(
+            Api::<Service>::all(client.clone()),
+            managed_selector(),
+            move |service| pods_of_service(&service_pods.0, &service_pods.1, &service),
+        );
 
     // Compare against complete caches only: a half-filled cache would look like missing objects and cause writes.
     let ready = async {
@@ -214,7 +228,8 @@ pub async fn run_leading(
     };
     let ctx = Arc::new(
         Context::new(client, stores, recorder, args.node_port_range)
-            .never_injecting([args.lease_namespace.clone()]),
+            .never_injecting([args.lease_namespace.clone()])
+            .with_group_index(group_index),
     );
 
     let housekeeping = {
@@ -249,7 +264,11 @@ pub async fn run_leading(
 
 /// The pods whose reconcile a change to a managed Service should trigger: its owner pod for a per-pod Service,
 /// the group's pods for a group Service.
-fn pods_of_service(pods: &Store<Pod>, service: &Service) -> Vec<ObjectRef<Pod>> {
+fn pods_of_service(
+    pods: &Store<Pod>,
+    groups: &GroupIndex,
+    service: &Service,
+) -> Vec<ObjectRef<Pod>> {
     let namespace = service.namespace().unwrap_or_default();
     if let Some(owner) = service
         .owner_references()
@@ -261,13 +280,14 @@ fn pods_of_service(pods: &Store<Pod>, service: &Service) -> Vec<ObjectRef<Pod>> 
     let Some(group) = service.labels().get(keys::GROUP_LABEL) else {
         return Vec::new();
     };
-    pods.state_filter(|pod| {
-        pod.namespace().as_deref() == Some(namespace.as_str())
-            && pod.labels().get(keys::GROUP_LABEL) == Some(group)
-    })
-    .iter()
-    .map(|pod| ObjectRef::from_obj(pod.as_ref()))
-    .collect()
+    groups
+        .members(&namespace, group)
+        .into_iter()
+        .filter(|reference| {
+            pods.get(reference)
+                .is_some_and(|pod| pod.labels().get(keys::GROUP_LABEL) == Some(group))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -289,19 +309,22 @@ mod tests {
     #[test]
     fn a_group_service_change_reconciles_the_pods_of_that_group_in_its_namespace() {
         let (pods, mut writer) = reflector::store();
+        let groups = GroupIndex::default();
         for pod in [
             grouped_pod("web-1", "shop", "web"),
             grouped_pod("web-2", "shop", "web"),
             grouped_pod("web-1", "other", "web"),
             grouped_pod("api-1", "shop", "api"),
         ] {
-            writer.apply_watcher_event(&Event::Apply(pod));
+            let event = Event::Apply(pod);
+            writer.apply_watcher_event(&event);
+            groups.apply_watcher_event(&event);
         }
         let service: Service = object(
             serde_json::json!({"metadata": {"name": "web-healthbridge", "namespace": "shop", "labels": {keys::GROUP_LABEL: "web"}}}),
         );
 
-        let mut names: Vec<String> = pods_of_service(&pods, &service)
+        let mut names: Vec<String> = pods_of_service(&pods, &groups, &service)
             .into_iter()
             .map(|pod| format!("{}/{}", pod.namespace.unwrap_or_default(), pod.name))
             .collect();
@@ -318,7 +341,7 @@ mod tests {
             "ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": "debug", "uid": "u", "controller": true}]}}),
         );
 
-        let refs = pods_of_service(&pods, &service);
+        let refs = pods_of_service(&pods, &GroupIndex::default(), &service);
 
         assert_eq!(refs, [ObjectRef::new("debug").within("shop")]);
     }

@@ -23,6 +23,7 @@ use super::desired::{
     desired_role_binding, desired_service, is_injected, is_uninjected, needs_apply, pod_identity,
     pod_label_value, service_settings, service_target,
 };
+use super::group_index::GroupIndex;
 use super::metrics::{Kind, Outcome, Verb, metrics};
 use crate::keys;
 
@@ -52,6 +53,9 @@ pub struct Context {
     never_injected: HashSet<String>,
     /// Per Service: a lock so that pods of one group do not apply it concurrently, and what was last applied.
     service_slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Applied>>>>>,
+    /// The pods of each group, fed from the same events as `pods`; without it (a store fed directly) a group is
+    /// found by scanning every pod.
+    group_index: Option<Arc<GroupIndex>>,
 }
 
 /// A Service as the API server returned it from our apply, and when.
@@ -86,6 +90,32 @@ impl Context {
                 .map(str::to_owned)
                 .into(),
             service_slots: Mutex::default(),
+            group_index: None,
+        }
+    }
+
+    /// Finds a group's pods through `index`, which must see the same watcher events as the pod store.
+    #[must_use]
+    pub fn with_group_index(mut self, index: Arc<GroupIndex>) -> Self {
+        self.group_index = Some(index);
+        self
+    }
+
+    /// The cached pods labelled with `group` in `namespace`: O(group size) with the index, O(pods) without.
+    pub fn pods_in_group(&self, namespace: &str, group: &str) -> Vec<Arc<Pod>> {
+        // The store is the truth: an index entry is only a candidate, checked against the cached pod.
+        let in_group = |pod: &Pod| {
+            pod.namespace().as_deref() == Some(namespace)
+                && pod.labels().get(keys::GROUP_LABEL).map(String::as_str) == Some(group)
+        };
+        match &self.group_index {
+            Some(index) => index
+                .members(namespace, group)
+                .iter()
+                .filter_map(|reference| self.pods.get(reference))
+                .filter(|pod| in_group(pod))
+                .collect(),
+            None => self.pods.state_filter(|pod| in_group(pod)),
         }
     }
 
@@ -362,19 +392,17 @@ fn ready_note(
 /// The newest live, injected pod of the same group (by creation time, then name: deterministic).
 fn newest_in_group(pod: &Pod, ctx: &Context) -> Option<Arc<Pod>> {
     let namespace = pod.namespace()?;
-    let group = pod.labels().get(keys::GROUP_LABEL)?.clone();
-    ctx.pods
-        .state_filter(|other| {
-            other.namespace().as_deref() == Some(namespace.as_str())
-                && other.labels().get(keys::GROUP_LABEL) == Some(&group)
-                && is_injected(other)
+    let group = pod.labels().get(keys::GROUP_LABEL)?;
+    ctx.pods_in_group(&namespace, group)
+        .into_iter()
+        .filter(|other| {
+            is_injected(other)
                 && other.metadata.deletion_timestamp.is_none()
                 && other
                     .annotations()
                     .get(keys::SERVICE_SCOPE)
                     .is_none_or(|scope| !scope.eq_ignore_ascii_case("pod"))
         })
-        .into_iter()
         .max_by(|a, b| {
             (
                 a.metadata.creation_timestamp.as_ref().map(|time| time.0),
