@@ -21,7 +21,7 @@ type Log = Arc<Mutex<Vec<(Method, String, Value)>>>;
 
 /// A kube client answered in process by `respond(method, path, body)`; every request is logged.
 fn fake_api(
-    respond: impl Fn(&Method, &str, &Value) -> (StatusCode, Value) + Send + 'static,
+    mut respond: impl FnMut(&Method, &str, &Value) -> (StatusCode, Value) + Send + 'static,
 ) -> (kube::Client, Log) {
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let log: Log = Arc::default();
@@ -62,6 +62,35 @@ fn settings() -> SelfManaged {
 }
 
 const NOW: i64 = 1_790_000_000;
+
+/// `ensure_secret` as the webhook calls it, against the fake API.
+async fn ensure(client: kube::Client) -> Result<CertBundle, CertError> {
+    ensure_secret(
+        &Api::<Secret>::namespaced(client, "healthbridge-system"),
+        &settings(),
+        NOW,
+    )
+    .await
+}
+
+/// The Secret JSON another replica would have stored for `bundle`.
+fn secret_json(bundle: &CertBundle) -> Value {
+    serde_json::to_value(bundle.to_secret("healthbridge-webhook-tls", "healthbridge-system"))
+        .unwrap()
+}
+
+/// GET answers of a race: `first` once, then the winner's Secret every time after.
+fn first_get_then(
+    first: (StatusCode, Value),
+    winner: Value,
+) -> impl FnMut() -> (StatusCode, Value) + Send + 'static {
+    let mut first = Some(first);
+    move || {
+        first
+            .take()
+            .unwrap_or_else(|| (StatusCode::OK, winner.clone()))
+    }
+}
 const SECRET_PATH: &str = "/api/v1/namespaces/healthbridge-system/secrets";
 
 #[tokio::test]
@@ -70,13 +99,7 @@ async fn an_absent_secret_is_created_with_ca_and_serving_cert() {
         Method::GET => status(404, "NotFound"),
         _ => (StatusCode::CREATED, body.clone()),
     });
-    let bundle = ensure_secret(
-        &Api::<Secret>::namespaced(client, "healthbridge-system"),
-        &settings(),
-        NOW,
-    )
-    .await
-    .unwrap();
+    let bundle = ensure(client).await.unwrap();
     assert_eq!(bundle.dns_names, settings().dns_names());
     let log = log.lock().unwrap();
     let (method, path, body) = &log[1];
@@ -93,46 +116,22 @@ async fn an_absent_secret_is_created_with_ca_and_serving_cert() {
 #[tokio::test]
 async fn losing_the_create_race_takes_the_other_replicas_secret() {
     let theirs = CertBundle::generate(&settings().dns_names(), NOW).unwrap();
-    let their_secret =
-        serde_json::to_value(theirs.to_secret("healthbridge-webhook-tls", "healthbridge-system"))
-            .unwrap();
-    let gets = Arc::new(Mutex::new(0));
+    let their_secret = secret_json(&theirs);
+    let mut get = first_get_then(status(404, "NotFound"), their_secret);
     let (client, _) = fake_api(move |method, _, _| match *method {
-        Method::GET => {
-            let mut gets = gets.lock().unwrap();
-            *gets += 1;
-            if *gets == 1 {
-                status(404, "NotFound")
-            } else {
-                (StatusCode::OK, their_secret.clone())
-            }
-        }
+        Method::GET => get(),
         _ => status(409, "AlreadyExists"),
     });
-    let bundle = ensure_secret(
-        &Api::<Secret>::namespaced(client, "healthbridge-system"),
-        &settings(),
-        NOW,
-    )
-    .await
-    .unwrap();
+    let bundle = ensure(client).await.unwrap();
     assert_eq!(bundle, theirs);
 }
 
 #[tokio::test]
 async fn a_current_secret_is_used_without_any_write() {
     let existing = CertBundle::generate(&settings().dns_names(), NOW).unwrap();
-    let secret =
-        serde_json::to_value(existing.to_secret("healthbridge-webhook-tls", "healthbridge-system"))
-            .unwrap();
+    let secret = secret_json(&existing);
     let (client, log) = fake_api(move |_, _, _| (StatusCode::OK, secret.clone()));
-    let bundle = ensure_secret(
-        &Api::<Secret>::namespaced(client, "healthbridge-system"),
-        &settings(),
-        NOW,
-    )
-    .await
-    .unwrap();
+    let bundle = ensure(client).await.unwrap();
     assert_eq!(bundle, existing);
     assert!(log.lock().unwrap().iter().all(|(m, _, _)| m == Method::GET));
 }
@@ -155,13 +154,7 @@ async fn an_empty_secret_from_the_chart_is_filled_keeping_helms_metadata() {
         Method::GET => (StatusCode::OK, empty_chart_secret()),
         _ => (StatusCode::OK, body.clone()),
     });
-    let bundle = ensure_secret(
-        &Api::<Secret>::namespaced(client, "healthbridge-system"),
-        &settings(),
-        NOW,
-    )
-    .await
-    .unwrap();
+    let bundle = ensure(client).await.unwrap();
     assert_eq!(bundle.dns_names, settings().dns_names());
     let log = log.lock().unwrap();
     let (method, path, written) = &log[1];
@@ -192,29 +185,13 @@ async fn an_empty_secret_from_the_chart_is_filled_keeping_helms_metadata() {
 #[tokio::test]
 async fn losing_the_fill_race_takes_the_other_replicas_bundle() {
     let theirs = CertBundle::generate(&settings().dns_names(), NOW).unwrap();
-    let their_secret =
-        serde_json::to_value(theirs.to_secret("healthbridge-webhook-tls", "healthbridge-system"))
-            .unwrap();
-    let gets = Arc::new(Mutex::new(0));
+    let their_secret = secret_json(&theirs);
+    let mut get = first_get_then((StatusCode::OK, empty_chart_secret()), their_secret);
     let (client, log) = fake_api(move |method, _, _| match *method {
-        Method::GET => {
-            let mut gets = gets.lock().unwrap();
-            *gets += 1;
-            if *gets == 1 {
-                (StatusCode::OK, empty_chart_secret())
-            } else {
-                (StatusCode::OK, their_secret.clone())
-            }
-        }
+        Method::GET => get(),
         _ => status(409, "Conflict"),
     });
-    let bundle = ensure_secret(
-        &Api::<Secret>::namespaced(client, "healthbridge-system"),
-        &settings(),
-        NOW,
-    )
-    .await
-    .unwrap();
+    let bundle = ensure(client).await.unwrap();
     assert_eq!(bundle, theirs);
     let methods: Vec<Method> = log
         .lock()
@@ -230,13 +207,7 @@ async fn a_secret_with_only_some_keys_is_an_error_that_says_how_to_fix_it() {
     let mut partial = empty_chart_secret();
     partial["data"] = json!({ "tls.crt": healthbridge_webhook::admission::base64(b"cert") });
     let (client, log) = fake_api(move |_, _, _| (StatusCode::OK, partial.clone()));
-    let error = ensure_secret(
-        &Api::<Secret>::namespaced(client, "healthbridge-system"),
-        &settings(),
-        NOW,
-    )
-    .await
-    .unwrap_err();
+    let error = ensure(client).await.unwrap_err();
     assert!(matches!(error, CertError::MissingKey(_, "ca.crt")));
     assert!(error.to_string().contains("empty its data"));
     assert!(log.lock().unwrap().iter().all(|(m, _, _)| m == Method::GET));
