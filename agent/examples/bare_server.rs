@@ -1,7 +1,8 @@
-//! The baseline for the agent's benchmark: a minimal hyper server answering `200 OK` to everything, on the same runtime set-up.
+//! A minimal hyper server for the benchmarks: `200 OK` at once (the agent's throughput baseline), or after MS milliseconds on `/slow/MS` (a slow app for `/all`).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use http::Response;
 use http_body_util::Full;
@@ -16,6 +17,7 @@ fn main() -> std::io::Result<()> {
         .nth(1)
         .and_then(|p| p.parse().ok())
         .unwrap_or(3001);
+    // The same runtime set-up as the agent, so the baseline differs only in what serves the request.
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get().min(2));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
@@ -29,9 +31,18 @@ fn main() -> std::io::Result<()> {
             let _ = stream.set_nodelay(true);
             let builder = builder.clone();
             tokio::spawn(async move {
-                let service = service_fn(|_request| async {
-                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"OK"))))
-                });
+                let service =
+                    service_fn(|request: http::Request<hyper::body::Incoming>| async move {
+                        let delay = request
+                            .uri()
+                            .path()
+                            .strip_prefix("/slow/")
+                            .and_then(|ms| ms.parse().ok());
+                        if let Some(ms) = delay {
+                            tokio::time::sleep(Duration::from_millis(ms)).await;
+                        }
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"OK"))))
+                    });
                 let _ = builder
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
