@@ -371,6 +371,9 @@ pub fn describe_client_error(error: &(dyn std::error::Error + 'static)) -> Strin
         Some(e) if e.is_connect() => "cannot connect",
         _ => "request failed",
     };
+    if let Some(tls) = crate::tls::explain(error) {
+        return format!("{prefix}: {tls}");
+    }
     if depth == 0 {
         format!("{prefix}: {error}")
     } else {

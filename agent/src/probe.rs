@@ -322,7 +322,7 @@ async fn attempt_once(
             format_duration(timeout)
         )),
         // With TLS 1.3 a rejected client certificate shows only on the first request: still a TLS failure.
-        Ok(Err(e)) if is_tls_failure(&e) => cannot_connect(innermost(&e)),
+        Ok(Err(e)) if crate::tls::explain(&e).is_some() => cannot_connect(innermost(&e)),
         Ok(Err(e)) => unhealthy(format!(
             "connected but the request failed: {}",
             innermost(&e)
@@ -339,22 +339,11 @@ async fn attempt_once(
     }
 }
 
-fn is_tls_failure(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut link = Some(error);
-    while let Some(current) = link {
-        let wrapped = current
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref());
-        if current.is::<rustls::Error>() || wrapped.is_some_and(|inner| inner.is::<rustls::Error>())
-        {
-            return true;
-        }
-        link = current.source();
-    }
-    false
-}
-
+/// The TLS explanation when the failure is TLS, else the innermost cause (refused, DNS, timeout).
 fn innermost(error: &(dyn std::error::Error + 'static)) -> String {
+    if let Some(tls) = crate::tls::explain(error) {
+        return tls;
+    }
     let mut innermost = error;
     while let Some(source) = innermost.source() {
         innermost = source;

@@ -5,9 +5,12 @@ use std::sync::Arc;
 
 use hyper_rustls::{FixedServerNameResolver, HttpsConnector};
 use hyper_util::client::legacy::connect::HttpConnector;
+use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::WebPkiSupportedAlgorithms;
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use thiserror::Error;
@@ -124,7 +127,18 @@ impl ClientTlsArgs {
                     provider.signature_verification_algorithms,
                 )))
         } else {
-            builder.with_root_certificates(self.roots()?)
+            let (roots, pinned) = self.roots()?;
+            let webpki =
+                WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                    .build()
+                    .map_err(|error| TlsError::Rustls(rustls::Error::General(error.to_string())))?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(CaFileVerifier {
+                    webpki,
+                    pinned,
+                    algorithms: provider.signature_verification_algorithms,
+                }))
         };
         let config = match (&self.client_cert, &self.client_key) {
             (Some(cert), Some(key)) => {
@@ -146,19 +160,22 @@ impl ClientTlsArgs {
         })
     }
 
-    fn roots(&self) -> Result<RootCertStore, TlsError> {
+    /// The web roots plus the CA file; the CA file's certificates are also kept whole, for servers that present one of them as their own.
+    fn roots(&self) -> Result<(RootCertStore, Vec<CertificateDer<'static>>), TlsError> {
         let mut roots = RootCertStore {
             roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
         };
+        let mut pinned = Vec::new();
         if let Some(path) = &self.ca_cert {
             for cert in read_certs("--ca-cert", path)? {
-                roots.add(cert).map_err(|source| TlsError::BadCa {
+                roots.add(cert.clone()).map_err(|source| TlsError::BadCa {
                     path: path.display().to_string(),
                     source,
                 })?;
+                pinned.push(cert);
             }
         }
-        Ok(roots)
+        Ok((roots, pinned))
     }
 }
 
@@ -216,6 +233,164 @@ fn read_certs(flag: &'static str, path: &Path) -> Result<Vec<CertificateDer<'sta
         });
     }
     Ok(certs)
+}
+
+/// Verifies against the roots as usual; a server certificate that is itself in the CA file (a self-signed
+/// certificate marked `CA:TRUE`, as `openssl req -x509` makes by default) is accepted as pinned, as Go's
+/// verifier does: still checked for the server name and its validity period, and the handshake signature
+/// proves the server holds its key.
+#[derive(Debug)]
+struct CaFileVerifier {
+    webpki: Arc<WebPkiServerVerifier>,
+    pinned: Vec<CertificateDer<'static>>,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl CaFileVerifier {
+    fn verify_pinned(
+        end_entity: &CertificateDer<'_>,
+        server_name: &ServerName<'_>,
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let bad_encoding = || rustls::Error::InvalidCertificate(CertificateError::BadEncoding);
+        let (_, parsed) =
+            x509_parser::parse_x509_certificate(end_entity.as_ref()).map_err(|_| bad_encoding())?;
+        let at = i64::try_from(now.as_secs())
+            .ok()
+            .and_then(|secs| x509_parser::time::ASN1Time::from_timestamp(secs).ok())
+            .ok_or_else(bad_encoding)?;
+        let validity = parsed.validity();
+        if at < validity.not_before {
+            return Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidYet,
+            ));
+        }
+        if at > validity.not_after {
+            return Err(rustls::Error::InvalidCertificate(CertificateError::Expired));
+        }
+        webpki::EndEntityCert::try_from(end_entity)
+            .and_then(|cert| cert.verify_is_valid_for_subject_name(server_name))
+            .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::NotValidForName))?;
+        Ok(ServerCertVerified::assertion())
+    }
+}
+
+impl ServerCertVerifier for CaFileVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self.webpki.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        ) {
+            Ok(verified) => Ok(verified),
+            Err(_) if self.pinned.iter().any(|cert| cert == end_entity) => {
+                Self::verify_pinned(end_entity, server_name, now)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// One line naming why a TLS connection failed and what fixes it; `None` for errors that are not TLS.
+pub fn explain(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut link = Some(error);
+    while let Some(current) = link {
+        if let Some(tls) = current.downcast_ref::<rustls::Error>() {
+            return Some(explain_rustls(tls));
+        }
+        // hyper-rustls wraps the rustls error in io::Errors, whose source() skips the wrapped error itself.
+        link = match current
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(wrapped) => Some(wrapped as &(dyn std::error::Error + 'static)),
+            None => current.source(),
+        };
+    }
+    None
+}
+
+fn explain_rustls(error: &rustls::Error) -> String {
+    use rustls::AlertDescription as Alert;
+    let fix = match error {
+        rustls::Error::InvalidCertificate(cert) => match cert {
+            CertificateError::UnknownIssuer => {
+                "the server's certificate is not signed by a trusted CA: give that CA (or the server's own certificate) \
+                 with --ca-cert / HTTP_HEALTHCHECK_SIDECAR_TLS_CA_CERT"
+            }
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+                "the server's certificate does not hold the name the URL uses: connect by a name in the certificate, \
+                 or set --server-name / HTTP_HEALTHCHECK_SIDECAR_TLS_SERVER_NAME to one"
+            }
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+                "the server's certificate has expired: renew it on the server"
+            }
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+                "the server's certificate is not valid yet: check this machine's clock and the certificate's notBefore"
+            }
+            CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
+                "the server's certificate is not for server authentication (extendedKeyUsage lacks serverAuth): reissue it"
+            }
+            CertificateError::Other(other) if other.to_string().contains("CaUsedAsEndEntity") => {
+                "the server presents a CA certificate as its own: list that very certificate in --ca-cert \
+                 (it is then trusted as pinned), or give the server a certificate signed by the CA"
+            }
+            _ => {
+                "the server's certificate was rejected: check it with `openssl s_client -connect HOST:PORT -showcerts`"
+            }
+        },
+        rustls::Error::AlertReceived(Alert::CertificateRequired | Alert::HandshakeFailure) => {
+            "the server requires a client certificate (mTLS): give --client-cert and --client-key \
+             (HTTP_HEALTHCHECK_SIDECAR_TLS_CLIENT_CERT/_KEY)"
+        }
+        rustls::Error::AlertReceived(
+            Alert::BadCertificate
+            | Alert::UnknownCA
+            | Alert::CertificateUnknown
+            | Alert::AccessDenied,
+        ) => {
+            "the server rejected our client certificate: give one signed by a CA the server trusts"
+        }
+        rustls::Error::AlertReceived(Alert::ProtocolVersion) => {
+            "the server speaks no TLS version we allow (1.2 or 1.3): upgrade the server's TLS"
+        }
+        rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } => {
+            "the server did not answer with TLS: use http:// for a plain-text server, or check the port"
+        }
+        _ => "TLS handshake failed",
+    };
+    format!("TLS: {error}: {fix}")
 }
 
 /// Accepts any certificate but still checks handshake signatures, so the peer must hold the key it shows.

@@ -248,6 +248,71 @@ async fn https_endpoints_are_verified_against_the_given_ca() {
 }
 
 #[tokio::test]
+async fn a_server_whose_own_certificate_is_in_the_ca_file_is_trusted_as_pinned() {
+    let pki = Pki::generate();
+    let (cert, key) = pki.self_signed_ca_server(-1, 30);
+    let server = TestServer::tls_with(&cert, &key).await;
+    let pinned = ClientTlsArgs {
+        ca_cert: Some(cert),
+        ..ClientTlsArgs::default()
+    };
+    let results = checker(&[server.named_url("/ok")])
+        .with_tls(pinned.clone())
+        .build()
+        .check_all()
+        .await;
+    assert!(results[0].healthy, "{results:?}");
+
+    // Pinned still means the name must match the certificate.
+    let other_name = checker(&[server.named_url("/ok")])
+        .with_tls(ClientTlsArgs {
+            server_name: Some("elsewhere.example".into()),
+            ..pinned
+        })
+        .build()
+        .check_all()
+        .await;
+    assert!(!other_name[0].healthy, "{other_name:?}");
+    assert!(
+        other_name[0].reason.contains("--server-name"),
+        "the reason names the fix: {other_name:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_expired_pinned_certificate_is_rejected_with_the_cause() {
+    let pki = Pki::generate();
+    let (cert, key) = pki.self_signed_ca_server(-30, -1);
+    let server = TestServer::tls_with(&cert, &key).await;
+    let results = checker(&[server.named_url("/ok")])
+        .with_tls(ClientTlsArgs {
+            ca_cert: Some(cert),
+            ..ClientTlsArgs::default()
+        })
+        .build()
+        .check_all()
+        .await;
+    assert!(!results[0].healthy, "{results:?}");
+    assert!(results[0].reason.contains("expired"), "{results:?}");
+}
+
+#[tokio::test]
+async fn an_untrusted_certificate_names_the_ca_flag_as_the_fix() {
+    let pki = Pki::generate();
+    let server = TestServer::tls(&pki).await;
+    let results = checker(&[server.named_url("/ok")])
+        .build()
+        .check_all()
+        .await;
+    assert!(!results[0].healthy);
+    assert!(
+        results[0].reason.contains("not signed by a trusted CA")
+            && results[0].reason.contains("--ca-cert"),
+        "{results:?}"
+    );
+}
+
+#[tokio::test]
 async fn the_server_name_option_verifies_a_name_other_than_the_url_host() {
     let pki = Pki::generate();
     let server = TestServer::tls(&pki).await;

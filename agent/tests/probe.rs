@@ -175,6 +175,35 @@ async fn tls_is_verified_against_the_given_ca() {
 }
 
 #[tokio::test]
+async fn a_self_signed_ca_server_certificate_given_as_ca_is_accepted() {
+    let pki = Pki::generate();
+    let (cert, key) = pki.self_signed_ca_server(-1, 30);
+    let server = TestServer::tls_with(&cert, &key).await;
+    let url = server.named_url("/ok");
+    let answer = verdict(&["--url", &url, "--ca-cert", cert.to_str().unwrap()]).await;
+    assert_eq!(answer.exit, ProbeExit::Healthy, "{}", answer.message);
+}
+
+#[tokio::test]
+async fn a_client_certificate_the_server_requires_is_named_as_the_fix() {
+    let pki = Pki::generate();
+    let server = TestServer::mtls(&pki).await;
+    let url = server.named_url("/ok");
+    let answer = verdict(&["--url", &url, "--ca-cert", pki.ca_cert.to_str().unwrap()]).await;
+    assert_eq!(
+        answer.exit,
+        ProbeExit::CouldNotConnect,
+        "{}",
+        answer.message
+    );
+    assert!(
+        answer.message.contains("--client-cert"),
+        "{}",
+        answer.message
+    );
+}
+
+#[tokio::test]
 async fn the_old_flags_with_tls_and_a_server_name() {
     let pki = Pki::generate();
     let server = TestServer::tls(&pki).await;

@@ -63,20 +63,50 @@ impl Pki {
         }
     }
 
+    /// A server certificate that is its own CA (`CA:TRUE`, self-signed, as `openssl req -x509` makes), for
+    /// localhost/127.0.0.1, valid from `not_before` to `not_after` (days from now); written as `own-ca.pem`.
+    pub fn self_signed_ca_server(&self, not_before: i64, not_after: i64) -> (PathBuf, PathBuf) {
+        let mut params =
+            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now + time::Duration::days(not_before);
+        params.not_after = now + time::Duration::days(not_after);
+        let key = KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let cert_path = self.dir.path().join("own-ca.pem");
+        let key_path = self.dir.path().join("own-ca-key.pem");
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        (cert_path, key_path)
+    }
+
     fn server_config(&self, require_client_cert: bool) -> rustls::ServerConfig {
+        Self::config_for(
+            &self.server_cert,
+            &self.server_key,
+            require_client_cert.then_some(&self.ca_cert),
+        )
+    }
+
+    fn config_for(
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        client_ca: Option<&PathBuf>,
+    ) -> rustls::ServerConfig {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let chain = CertificateDer::pem_file_iter(&self.server_cert)
+        let chain = CertificateDer::pem_file_iter(cert)
             .unwrap()
             .collect::<Result<Vec<_>, _>>()
             .unwrap();
-        let key = PrivateKeyDer::from_pem_file(&self.server_key).unwrap();
+        let key = PrivateKeyDer::from_pem_file(key).unwrap();
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .unwrap();
-        let builder = if require_client_cert {
+        let builder = if let Some(client_ca) = client_ca {
             let mut roots = RootCertStore::empty();
             roots
-                .add(CertificateDer::from_pem_file(&self.ca_cert).unwrap())
+                .add(CertificateDer::from_pem_file(client_ca).unwrap())
                 .unwrap();
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                 .build()
@@ -118,6 +148,11 @@ impl TestServer {
 
     pub async fn mtls(pki: &Pki) -> Self {
         Self::start(Some(pki.server_config(true))).await
+    }
+
+    /// A TLS server presenting the given certificate and key.
+    pub async fn tls_with(cert: &std::path::Path, key: &std::path::Path) -> Self {
+        Self::start(Some(Pki::config_for(cert, key, None))).await
     }
 
     pub fn url(&self, path: &str) -> String {
