@@ -93,7 +93,8 @@ impl FakeApi {
         self.inner.fault.send_replace(fault);
         match fault {
             Fault::Refused => {
-                if let Some(acceptor) = self.acceptor.lock().unwrap().take() {
+                let acceptor = self.acceptor.lock().unwrap().take();
+                if let Some(acceptor) = acceptor {
                     acceptor.abort();
                     // The listener is dropped only once the aborted task has unwound.
                     let _ = acceptor.await;
