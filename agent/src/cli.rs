@@ -108,6 +108,21 @@ mod tests {
     }
 
     #[test]
+    fn on_stale_defaults_to_unhealthy_and_takes_last_known() {
+        use crate::pod_status::OnStale;
+        assert_eq!(serve_args(&[]).on_stale, OnStale::Unhealthy);
+        assert_eq!(
+            serve_args(&["--on-stale", "last-known"]).on_stale,
+            OnStale::LastKnown
+        );
+        let error = parse(&["--on-stale", "maybe"]).unwrap_err().to_string();
+        assert!(
+            error.contains("HTTP_HEALTHCHECK_SIDECAR_ON_STALE"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn a_bad_state_override_is_rejected_at_start_up() {
         let error = parse(&["--state-override", "maybe"])
             .unwrap_err()

@@ -7,7 +7,7 @@ use http::StatusCode;
 
 use crate::endpoints::EndpointArgs;
 use crate::exec::ExecArgs;
-use crate::pod_status::Target;
+use crate::pod_status::{OnStale, Target};
 
 /// Settings of the pod-status part of `serve`.
 #[derive(Debug, Clone, Args)]
@@ -58,9 +58,13 @@ pub struct ServeArgs {
     #[arg(long, env = "HTTP_HEALTHCHECK_SIDECAR_UNHEALTHY_STATUS", default_value = "503", value_parser = parse_unhealthy_status)]
     pub unhealthy_status: StatusCode,
 
-    /// A watch broken for longer than this makes the pod status unknown, hence unhealthy (`30s`, `500ms`, `30`).
+    /// The pod status is stale once the API server has confirmed nothing for longer than this (`30s`, `500ms`, `30`).
     #[arg(long, env = "HTTP_HEALTHCHECK_SIDECAR_MAX_STALENESS", default_value = "30s", value_parser = parse_staleness)]
     pub max_staleness: Duration,
+
+    /// The answer while the pod status is stale: `unhealthy` ("pod status unknown since …") or `last-known` (the last answer, marked stale).
+    #[arg(long, env = "HTTP_HEALTHCHECK_SIDECAR_ON_STALE", default_value = "unhealthy", value_parser = parse_on_stale)]
+    pub on_stale: OnStale,
 
     /// URLs and options for `/all`.
     #[command(flatten)]
@@ -141,6 +145,17 @@ fn parse_unhealthy_status(value: &str) -> Result<StatusCode, String> {
     }
 }
 
+fn parse_on_stale(value: &str) -> Result<OnStale, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "unhealthy" => Ok(OnStale::Unhealthy),
+        "last-known" => Ok(OnStale::LastKnown),
+        _ => Err(format!(
+            "HTTP_HEALTHCHECK_SIDECAR_ON_STALE (--on-stale) accepts `unhealthy` (the default: drain what the API \
+             cannot confirm) or `last-known` (keep the last answer, marked stale), got `{value}`"
+        )),
+    }
+}
+
 fn parse_staleness(value: &str) -> Result<Duration, String> {
     crate::duration::parse_duration(value)
         .map_err(|why| format!("HTTP_HEALTHCHECK_SIDECAR_MAX_STALENESS (--max-staleness): {why}"))
@@ -185,6 +200,18 @@ mod tests {
                 .unwrap_err()
                 .contains("UNHEALTHY_STATUS")
         );
+    }
+
+    #[test]
+    fn on_stale_accepts_its_two_modes_and_names_them_when_rejecting() {
+        assert_eq!(parse_on_stale("unhealthy"), Ok(OnStale::Unhealthy));
+        assert_eq!(parse_on_stale(" Last-Known "), Ok(OnStale::LastKnown));
+        let error = parse_on_stale("stale").unwrap_err();
+        assert!(
+            error.contains("HTTP_HEALTHCHECK_SIDECAR_ON_STALE"),
+            "{error}"
+        );
+        assert!(error.contains("`last-known`"), "{error}");
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Prometheus metrics of the agent: answers by route and result, watch restarts, age of the pod status.
+//! Prometheus metrics of the agent: answers by route and result, watch restarts by cause, age of the pod status.
 
 use std::sync::atomic::AtomicU64;
 
@@ -7,6 +7,11 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RestartLabels {
+    pub cause: &'static str,
+}
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AnswerLabels {
@@ -38,8 +43,9 @@ pub struct Metrics {
     pub health: RouteCounters,
     pub all: RouteCounters,
     pub self_check: RouteCounters,
-    pub watch_restarts: Counter,
+    pub watch_restarts: Family<RestartLabels, Counter>,
     pub seconds_since_pod_update: Gauge<f64, AtomicU64>,
+    pub seconds_since_confirmed_contact: Gauge<f64, AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -51,17 +57,30 @@ impl Default for Metrics {
             "Health answers given, by route and result (healthy or unhealthy)",
             answers.clone(),
         );
-        let watch_restarts = Counter::default();
+        let watch_restarts = Family::<RestartLabels, Counter>::default();
         registry.register(
             "watch_restarts",
-            "Times the pod watch failed and was restarted",
+            "Times the pod watch was restarted, by cause: scheduled (the round ended, the agent relists), \
+             resource_expired (410), closed (stream ended early), timeout (no answer in time), \
+             api_error (an error status), transport (connection failed), invalid (undecodable answer)",
             watch_restarts.clone(),
         );
+        // Every cause is exported from the start, so a rate() sees the first restart.
+        for cause in RESTART_CAUSES {
+            drop(watch_restarts.get_or_create(&RestartLabels { cause }));
+        }
         let seconds_since_pod_update = Gauge::<f64, AtomicU64>::default();
         registry.register(
             "seconds_since_pod_update",
             "Seconds since the API server last reported on the watched pod (-1 before the first report or without a watch)",
             seconds_since_pod_update.clone(),
+        );
+        let seconds_since_confirmed_contact = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "seconds_since_confirmed_contact",
+            "Seconds since the API server last confirmed the pod status (list, watch start, event or bookmark); \
+             beyond MAX_STALENESS the status is unknown or stale (-1 before the first contact or without a watch)",
+            seconds_since_confirmed_contact.clone(),
         );
         // Each lookup's read guard must be dropped before the next lookup may need the write lock.
         let counter = |route: &str, result: &'static str| -> Counter {
@@ -85,11 +104,36 @@ impl Default for Metrics {
             self_check,
             watch_restarts,
             seconds_since_pod_update,
+            seconds_since_confirmed_contact,
         }
     }
 }
 
+/// The values of the `cause` label of `watch_restarts`.
+pub const RESTART_CAUSES: [&str; 7] = [
+    "scheduled",
+    "resource_expired",
+    "closed",
+    "timeout",
+    "api_error",
+    "transport",
+    "invalid",
+];
+
 impl Metrics {
+    pub fn count_restart(&self, cause: &'static str) {
+        self.watch_restarts
+            .get_or_create(&RestartLabels { cause })
+            .inc();
+    }
+
+    /// Restarts so far for one cause.
+    pub fn restarts(&self, cause: &'static str) -> u64 {
+        self.watch_restarts
+            .get_or_create(&RestartLabels { cause })
+            .get()
+    }
+
     /// For routes known only at run time (exec URLs).
     pub fn count_answer(&self, route: &str, healthy: bool) {
         let result = if healthy { "healthy" } else { "unhealthy" };

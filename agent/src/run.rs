@@ -2,15 +2,14 @@
 
 use std::sync::Arc;
 
-use kube::Client;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ServeArgs;
 use crate::endpoints::{EndpointChecker, EndpointConfigError};
 use crate::exec::{ExecChecks, ExecConfigError};
 use crate::metrics::Metrics;
-use crate::pod_status::PodStatusSource;
 use crate::pod_status::watch::{self, Followed};
+use crate::pod_status::{Freshness, PodStatusSource};
 use crate::server::{self, AppState, ServeError, app};
 
 #[derive(Debug, thiserror::Error)]
@@ -86,7 +85,7 @@ pub async fn pod_status_source(
         .pod_namespace
         .clone()
         .unwrap_or_else(|| config.default_namespace.clone());
-    let client = match Client::try_from(config) {
+    let client = match watch::client(config) {
         Ok(client) => client,
         Err(error) => {
             let why = format!("cannot build a Kubernetes client: {error}");
@@ -100,9 +99,18 @@ pub async fn pod_status_source(
         namespace,
         target: args.target(),
     };
-    let state = watch::spawn(client, followed, Arc::clone(metrics), cancel.clone());
-    PodStatusSource::Watch {
+    let state = watch::spawn(
+        client,
+        followed,
+        args.max_staleness,
+        Arc::clone(metrics),
+        cancel.clone(),
+    );
+    PodStatusSource::watching(
         state,
-        max_staleness: args.max_staleness,
-    }
+        Freshness {
+            max_staleness: args.max_staleness,
+            on_stale: args.on_stale,
+        },
+    )
 }

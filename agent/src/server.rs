@@ -93,15 +93,24 @@ pub fn app(state: AppState) -> Router {
 // Taking the whole request borrows its URI and headers; the `Uri`/`HeaderMap` extractors would clone them on
 // every health request, the hottest path of the agent.
 async fn health(State(state): State<AppState>, request: Request) -> Response {
-    let report = state.pod.current();
-    state.metrics.health.count(report.healthy());
-    render(
-        &report,
+    let answer = state.pod.answer();
+    state.metrics.health.count(answer.report.healthy());
+    let mut response = render(
+        &answer.report,
         "health",
         Format::negotiate(request.uri().query(), request.headers()),
         state.unhealthy_status,
-    )
+    );
+    if let Some(age) = answer.stale_for {
+        response
+            .headers_mut()
+            .insert(STALE_HEADER, HeaderValue::from(age.as_secs()));
+    }
+    response
 }
+
+/// Seconds since the API server last confirmed the pod status, on answers given beyond `MAX_STALENESS`.
+pub const STALE_HEADER: &str = "healthbridge-stale";
 
 async fn all(State(state): State<AppState>, uri: Uri, headers: HeaderMap) -> Response {
     let report = all_report(&state).await;
@@ -159,6 +168,8 @@ async fn self_check(State(state): State<AppState>) -> &'static str {
 async fn metrics(State(state): State<AppState>) -> Response {
     let age = state.pod.seconds_since_update().unwrap_or(-1.0);
     state.metrics.seconds_since_pod_update.set(age);
+    let confirmed = state.pod.seconds_since_confirmed().unwrap_or(-1.0);
+    state.metrics.seconds_since_confirmed_contact.set(confirmed);
     let mut response = state.metrics.encode().into_response();
     response.headers_mut().insert(
         CONTENT_TYPE,

@@ -255,7 +255,7 @@ async fn metrics_count_answers_by_route_and_result() {
     assert!(
         answer
             .body
-            .contains("healthbridge_agent_watch_restarts_total 0"),
+            .contains(r#"healthbridge_agent_watch_restarts_total{cause="timeout"} 0"#),
         "{}",
         answer.body
     );
@@ -263,6 +263,13 @@ async fn metrics_count_answers_by_route_and_result() {
         answer
             .body
             .contains("healthbridge_agent_seconds_since_pod_update -1"),
+        "{}",
+        answer.body
+    );
+    assert!(
+        answer
+            .body
+            .contains("healthbridge_agent_seconds_since_confirmed_contact -1"),
         "{}",
         answer.body
     );

@@ -1,4 +1,4 @@
-//! The pod watch against a mock API server: events flip the answer, a long-broken watch turns unhealthy, health calls never reach the API.
+//! The pod watch against a mock API server: events flip the answer, an unconfirmed state turns unhealthy, health calls never reach the API.
 #![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
@@ -7,7 +7,7 @@ use std::time::Duration;
 use axum::body::Body as AxumBody;
 use healthbridge_agent::metrics::Metrics;
 use healthbridge_agent::pod_status::watch::{self, Followed, PodState};
-use healthbridge_agent::pod_status::{PodStatusSource, Target};
+use healthbridge_agent::pod_status::{Freshness, OnStale, PodStatusSource, Target};
 use healthbridge_agent::server::{AppState, app};
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -48,11 +48,21 @@ fn agent_watching_web_0() -> (Agent, FakeApi) {
             except: "healthbridge-agent".into(),
         },
     };
-    let state = watch::spawn(client, followed, Arc::clone(&metrics), cancel.clone());
-    let source = PodStatusSource::Watch {
-        state: state.clone(),
-        max_staleness: Duration::from_secs(30),
-    };
+    let max_staleness = Duration::from_secs(30);
+    let state = watch::spawn(
+        client,
+        followed,
+        max_staleness,
+        Arc::clone(&metrics),
+        cancel.clone(),
+    );
+    let source = PodStatusSource::watching(
+        state.clone(),
+        Freshness {
+            max_staleness,
+            on_stale: OnStale::Unhealthy,
+        },
+    );
     let agent = Agent {
         state,
         source,
@@ -95,7 +105,7 @@ impl FakeApi {
         reply.send_response(Response::new(Body::from(body.into_bytes())));
     }
 
-    /// Answers the next request, which must be a watch, with these events; the watch then ends as the API server's timeout would.
+    /// Answers the next request, which must be a watch, with these events; the watch then ends (early: the agent watches again).
     async fn watch_events(&mut self, events: &[(&str, &str)]) {
         let (request, reply) = self.next().await;
         assert!(
@@ -127,9 +137,9 @@ impl FakeApi {
         self.next().await.1
     }
 
-    /// Whether any request is waiting, after giving the agent every chance to send one.
+    /// Whether any request is waiting, after giving the agent a second (less than its own schedule) to send one.
     async fn has_pending_request(&mut self) -> bool {
-        tokio::time::timeout(Duration::from_secs(60), self.handle.next_request())
+        tokio::time::timeout(Duration::from_secs(1), self.handle.next_request())
             .await
             .is_ok()
     }
@@ -243,18 +253,28 @@ async fn health_requests_make_no_api_request() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_watch_broken_longer_than_the_staleness_limit_answers_unhealthy() {
+async fn a_state_unconfirmed_longer_than_the_staleness_limit_answers_unhealthy() {
     let (mut agent, mut api) = agent_watching_web_0();
     api.list(&[READY]).await;
     agent.until(known).await;
 
     api.fail(StatusCode::INTERNAL_SERVER_ERROR, r#"{"kind":"Status","apiVersion":"v1","status":"Failure","message":"etcd unavailable","code":500}"#).await;
-    agent.until(|s| s.broken.is_some()).await;
-    let _retry = api.hang().await;
+    agent.until(|s| s.failure.is_some()).await;
     assert!(
-        agent.healthy(),
-        "a briefly broken watch keeps the last answer"
+        agent.reason().is_empty() && agent.healthy(),
+        "a briefly failing watch keeps the last answer"
     );
+    assert!(
+        agent
+            .state
+            .borrow()
+            .failure
+            .as_deref()
+            .is_some_and(|f| f.contains("answered 500 to the watch start: etcd unavailable")),
+        "{:?}",
+        agent.state.borrow().failure
+    );
+    let _retry = api.hang().await;
 
     tokio::time::advance(Duration::from_secs(31)).await;
     let (status, body) = agent.get_health().await;
@@ -263,18 +283,17 @@ async fn a_watch_broken_longer_than_the_staleness_limit_answers_unhealthy() {
         body.starts_with("UNAVAILABLE: pod: pod status unknown since "),
         "{body}"
     );
-    assert!(body.contains("etcd unavailable"), "{body}");
 }
 
 #[tokio::test(start_paused = true)]
 async fn the_watch_recovers_after_errors_and_counts_restarts() {
     let (mut agent, mut api) = agent_watching_web_0();
     api.fail(StatusCode::INTERNAL_SERVER_ERROR, r#"{"kind":"Status","apiVersion":"v1","status":"Failure","message":"etcd unavailable","code":500}"#).await;
-    agent.until(|s| s.broken.is_some()).await;
+    agent.until(|s| s.failure.is_some()).await;
     api.list(&[READY]).await;
-    agent.until(|s| s.broken.is_none() && known(s)).await;
+    agent.until(|s| s.failure.is_none() && known(s)).await;
     assert!(agent.healthy());
-    assert_eq!(agent.metrics.watch_restarts.get(), 1);
+    assert_eq!(agent.metrics.restarts("api_error"), 1);
 }
 
 #[tokio::test(start_paused = true)]

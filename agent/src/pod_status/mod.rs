@@ -1,7 +1,9 @@
-//! Pod status: a pure evaluation of one pod and a watch that keeps its latest answer in memory.
+//! Pod status: a pure evaluation of one pod, a watch that keeps its latest answer in memory, and how fresh it must be.
 
 pub mod evaluate;
+pub mod schedule;
+pub mod state;
 pub mod watch;
 
 pub use evaluate::{Health, Target, evaluate, missing_pod};
-pub use watch::{PodState, PodStatusSource};
+pub use state::{Freshness, OnStale, PodAnswer, PodState, PodStatusSource};

@@ -1,0 +1,141 @@
+//! The watch's timetable, derived from `MAX_STALENESS` so that a healthy API confirms the state well within it.
+
+use std::time::Duration;
+
+/// Shortest round: below this the agent would spend more time relisting than watching.
+const MIN_ROUND: Duration = Duration::from_millis(250);
+/// Longest round: kube-apiserver's own default watch timeout is a little under 5 minutes.
+const MAX_ROUND: Duration = Duration::from_secs(290);
+/// A list or a watch start slower than this is a broken API, whatever `MAX_STALENESS` says.
+const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// Caps the wait between retries, so the true state is back within seconds once the API answers again.
+const BACKOFF_CAP: Duration = Duration::from_secs(4);
+
+/// When the watch relists, how long it waits for an answer, how it backs off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Schedule {
+    /// Every round starts with a list (a consistent read, so it needs a working etcd behind the API server) and
+    /// then watches until the round is over. Half of `MAX_STALENESS`: on a quiet pod the list and the watch start
+    /// are the only confirmations, and the next round's list must land before the state goes stale.
+    pub round: Duration,
+    /// Longest wait for the answer to a list or for a watch to start; a blackholed API server is noticed here.
+    pub request_timeout: Duration,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+}
+
+impl Schedule {
+    pub fn for_max_staleness(max_staleness: Duration) -> Self {
+        let round = (max_staleness / 2).clamp(MIN_ROUND, MAX_ROUND);
+        Self {
+            round,
+            request_timeout: round.min(MAX_REQUEST_TIMEOUT),
+            backoff_min: BACKOFF_MIN,
+            backoff_max: round.clamp(Duration::from_millis(500), BACKOFF_CAP),
+        }
+    }
+
+    /// `timeoutSeconds` of the watch request: the API server ends the watch by itself no earlier than the round.
+    pub fn server_timeout_secs(&self) -> u32 {
+        let secs = self.round.as_secs() + u64::from(self.round.subsec_nanos() > 0);
+        u32::try_from(secs.max(1)).unwrap_or(u32::MAX)
+    }
+}
+
+/// Exponential backoff with equal jitter: agents that lost the API together do not come back together.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    min: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    pub fn new(schedule: &Schedule) -> Self {
+        Self {
+            min: schedule.backoff_min,
+            max: schedule.backoff_max,
+            next: schedule.backoff_min,
+        }
+    }
+
+    /// The wait before the next attempt: at least the server's `Retry-After` hint, never more than the cap.
+    pub fn delay(&mut self, retry_after: Option<Duration>) -> Duration {
+        self.delay_with(retry_after, fastrand::f64())
+    }
+
+    /// `random` in `[0, 1)` picks the point between half the step and the whole step.
+    pub fn delay_with(&mut self, retry_after: Option<Duration>, random: f64) -> Duration {
+        let step = self.next;
+        self.next = (self.next * 2).min(self.max);
+        let jittered = step / 2 + step.mul_f64(random.clamp(0.0, 1.0) / 2.0);
+        jittered.max(retry_after.unwrap_or_default()).min(self.max)
+    }
+
+    /// After a round that ran its course: the next failure starts from the shortest wait again.
+    pub fn reset(&mut self) {
+        self.next = self.min;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_staleness_relists_every_15_s_and_waits_at_most_4_s_between_retries() {
+        let schedule = Schedule::for_max_staleness(Duration::from_secs(30));
+        assert_eq!(schedule.round, Duration::from_secs(15));
+        assert_eq!(schedule.request_timeout, Duration::from_secs(15));
+        assert_eq!(schedule.backoff_max, Duration::from_secs(4));
+        assert_eq!(schedule.server_timeout_secs(), 15);
+    }
+
+    #[test]
+    fn a_short_staleness_gives_short_rounds_and_a_whole_second_server_timeout() {
+        let schedule = Schedule::for_max_staleness(Duration::from_secs(2));
+        assert_eq!(schedule.round, Duration::from_secs(1));
+        assert_eq!(schedule.backoff_max, Duration::from_secs(1));
+        assert_eq!(schedule.server_timeout_secs(), 1);
+        let tiny = Schedule::for_max_staleness(Duration::from_millis(100));
+        assert_eq!(tiny.round, MIN_ROUND);
+        assert_eq!(tiny.server_timeout_secs(), 1);
+    }
+
+    #[test]
+    fn a_long_staleness_keeps_the_round_under_the_api_servers_own_watch_timeout() {
+        let schedule = Schedule::for_max_staleness(Duration::from_secs(3600));
+        assert_eq!(schedule.round, MAX_ROUND);
+        assert_eq!(schedule.request_timeout, MAX_REQUEST_TIMEOUT);
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_the_cap_and_starts_over_after_a_reset() {
+        let mut backoff = Backoff::new(&Schedule::for_max_staleness(Duration::from_secs(30)));
+        let at_least: Vec<Duration> = (0..8).map(|_| backoff.delay_with(None, 0.0)).collect();
+        assert_eq!(at_least[0], Duration::from_millis(50));
+        assert_eq!(at_least[1], Duration::from_millis(100));
+        assert_eq!(at_least[7], Duration::from_secs(2));
+        assert!(backoff.delay_with(None, 0.999) <= Duration::from_secs(4));
+        backoff.reset();
+        let after_reset = backoff.delay_with(None, 0.999);
+        assert!(
+            (Duration::from_millis(50)..Duration::from_millis(100)).contains(&after_reset),
+            "{after_reset:?}"
+        );
+    }
+
+    #[test]
+    fn retry_after_is_honoured_up_to_the_cap() {
+        let mut backoff = Backoff::new(&Schedule::for_max_staleness(Duration::from_secs(30)));
+        assert_eq!(
+            backoff.delay_with(Some(Duration::from_secs(1)), 0.0),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            backoff.delay_with(Some(Duration::from_secs(60)), 0.0),
+            Duration::from_secs(4)
+        );
+    }
+}

@@ -1,0 +1,460 @@
+//! `/health` under control-plane faults, against a fake API server on loopback that fails at the TCP level: the
+//! answer turns "pod status unknown since …" within MAX_STALENESS + 2 s of any fault, `last-known` keeps it but
+//! marks it stale, and both are back to the true state within 5 s of the API answering again.
+#![allow(clippy::unwrap_used)]
+
+mod fake_api;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use fake_api::{FakeApi, Fault};
+use healthbridge_agent::metrics::Metrics;
+use healthbridge_agent::pod_status::watch::{self, Followed, PodState};
+use healthbridge_agent::pod_status::{Freshness, OnStale, PodStatusSource, Target};
+use healthbridge_agent::server::{AppState, STALE_HEADER, app};
+use http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use tokio::sync::watch as channel;
+use tokio::time::Instant;
+use tokio_util::sync::{CancellationToken, DropGuard};
+use tower::ServiceExt;
+
+const READY: &str = include_str!("data/pod-ready.json");
+const CRASHLOOPING: &str = include_str!("data/pod-crashlooping.json");
+
+const MAX_STALENESS: Duration = Duration::from_secs(2);
+/// The bound of the issue: unhealthy (or marked stale) no later than MAX_STALENESS + 2 s after the fault.
+const DETECTION_BOUND: Duration = Duration::from_secs(4);
+const RECOVERY_BOUND: Duration = Duration::from_secs(5);
+
+/// An agent following pod `web-0` at the fake API, answering `/health` through its real router.
+struct Agent {
+    state: channel::Receiver<PodState>,
+    router: axum::Router,
+    _cancel: DropGuard,
+}
+
+/// One `/health?verbose` answer.
+#[derive(Debug)]
+struct Answer {
+    status: StatusCode,
+    stale: Option<String>,
+    body: String,
+}
+
+impl Answer {
+    fn ok(&self) -> bool {
+        self.status == StatusCode::OK && self.stale.is_none()
+    }
+
+    fn unknown(&self) -> bool {
+        self.status == StatusCode::SERVICE_UNAVAILABLE
+            && self
+                .body
+                .contains("[-]pod failed: pod status unknown since ")
+    }
+
+    fn stale_but_healthy(&self) -> bool {
+        self.status == StatusCode::OK
+            && self.stale.is_some()
+            && self
+                .body
+                .contains("[+]stale ok: last known pod status, unconfirmed since ")
+    }
+}
+
+enum Client {
+    /// What the agent builds: kube-client without its retry layer.
+    Agent,
+    /// kube-client's defaults, retry layer included: the bound must hold whatever the library does inside.
+    KubeDefault,
+}
+
+impl Agent {
+    fn start(api: &FakeApi, on_stale: OnStale) -> Self {
+        Self::start_with(api, on_stale, MAX_STALENESS, &Client::Agent)
+    }
+
+    fn start_with(
+        api: &FakeApi,
+        on_stale: OnStale,
+        max_staleness: Duration,
+        client: &Client,
+    ) -> Self {
+        let mut config = kube::Config::new(api.url().parse().unwrap());
+        config.default_namespace = "shop".into();
+        let client = match client {
+            Client::Agent => watch::client(config).unwrap(),
+            Client::KubeDefault => kube::Client::try_from(config).unwrap(),
+        };
+        let metrics = Arc::new(Metrics::default());
+        let cancel = CancellationToken::new();
+        let followed = Followed {
+            name: "web-0".into(),
+            namespace: "shop".into(),
+            target: Target::AllAppContainers {
+                except: "healthbridge-agent".into(),
+            },
+        };
+        let state = watch::spawn(
+            client,
+            followed,
+            max_staleness,
+            Arc::clone(&metrics),
+            cancel.clone(),
+        );
+        let source = PodStatusSource::watching(
+            state.clone(),
+            Freshness {
+                max_staleness,
+                on_stale,
+            },
+        );
+        let router = app(AppState::new(
+            source,
+            StatusCode::SERVICE_UNAVAILABLE,
+            metrics,
+        ));
+        Self {
+            state,
+            router,
+            _cancel: cancel.drop_guard(),
+        }
+    }
+
+    async fn health(&self) -> Answer {
+        let request = Request::get("/health?verbose").body(Body::empty()).unwrap();
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let stale = response
+            .headers()
+            .get(STALE_HEADER)
+            .map(|value| value.to_str().unwrap().to_owned());
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        Answer {
+            status,
+            stale,
+            body: String::from_utf8(body.to_vec()).unwrap(),
+        }
+    }
+
+    /// Polls `/health` with backoff until `wanted`; every answer on the way must satisfy `meanwhile`.
+    /// Returns the time from `since` to the first wanted answer; fails past `since + within`.
+    async fn until(
+        &self,
+        what: &str,
+        since: Instant,
+        within: Duration,
+        wanted: impl Fn(&Answer) -> bool,
+        meanwhile: impl Fn(&Answer) -> bool,
+    ) -> Duration {
+        let mut delay = Duration::from_millis(10);
+        loop {
+            let answer = self.health().await;
+            let elapsed = since.elapsed();
+            if wanted(&answer) {
+                return elapsed;
+            }
+            assert!(meanwhile(&answer), "while waiting for {what}: {answer:?}");
+            assert!(
+                elapsed <= within,
+                "{what}: not within {within:?} ({elapsed:?}); last answer {answer:?}"
+            );
+            tokio::time::sleep(delay).await;
+            delay = (delay * 3 / 2).min(Duration::from_millis(100));
+        }
+    }
+
+    /// Asserts `/health` satisfies `always` on every poll for `period`.
+    async fn holds_for(&self, what: &str, period: Duration, always: impl Fn(&Answer) -> bool) {
+        let start = Instant::now();
+        while start.elapsed() < period {
+            let answer = self.health().await;
+            assert!(
+                always(&answer),
+                "{what}: broken after {:?}: {answer:?}",
+                start.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn anything(_: &Answer) -> bool {
+    true
+}
+
+/// One agent of each mode, both answering 200 for the ready pod.
+async fn ready_agents(api: &FakeApi) -> (Agent, Agent) {
+    let strict = Agent::start(api, OnStale::Unhealthy);
+    let lenient = Agent::start(api, OnStale::LastKnown);
+    let start = Instant::now();
+    strict
+        .until("the first 200", start, RECOVERY_BOUND, Answer::ok, anything)
+        .await;
+    lenient
+        .until("the first 200", start, RECOVERY_BOUND, Answer::ok, anything)
+        .await;
+    (strict, lenient)
+}
+
+/// The whole story of one fault: unknown (strict) and stale-but-kept (lenient) within the bound, both
+/// back to a plain 200 within 5 s of the heal. Prints the measured times for the record.
+async fn fault_is_detected_and_recovered(fault: Fault) {
+    let api = FakeApi::start(READY).await;
+    let (strict, lenient) = ready_agents(&api).await;
+
+    let fault_at = Instant::now();
+    api.set_fault(fault).await;
+    let to_unknown = strict
+        .until(
+            "unknown since",
+            fault_at,
+            DETECTION_BOUND,
+            Answer::unknown,
+            anything,
+        )
+        .await;
+    let to_stale = lenient
+        .until(
+            "the stale mark",
+            fault_at,
+            DETECTION_BOUND,
+            Answer::stale_but_healthy,
+            |a| a.status == StatusCode::OK,
+        )
+        .await;
+
+    let healed_at = Instant::now();
+    api.set_fault(Fault::None).await;
+    let strict_back = strict
+        .until(
+            "200 after the heal",
+            healed_at,
+            RECOVERY_BOUND,
+            Answer::ok,
+            anything,
+        )
+        .await;
+    let lenient_back = lenient
+        .until(
+            "an unmarked 200 after the heal",
+            healed_at,
+            RECOVERY_BOUND,
+            Answer::ok,
+            |a| a.status == StatusCode::OK,
+        )
+        .await;
+    eprintln!(
+        "measured {fault:?} (MAX_STALENESS {MAX_STALENESS:?}): fault→503 {to_unknown:?}, fault→stale mark {to_stale:?}, \
+         heal→200 unhealthy-mode {strict_back:?}, heal→200 last-known {lenient_back:?}"
+    );
+}
+
+#[tokio::test]
+async fn every_request_answered_503_forever() {
+    fault_is_detected_and_recovered(Fault::Status {
+        code: 503,
+        retry_after: None,
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn every_request_answered_429_with_retry_after_forever() {
+    fault_is_detected_and_recovered(Fault::Status {
+        code: 429,
+        retry_after: Some(1),
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn connection_refused() {
+    fault_is_detected_and_recovered(Fault::Refused).await;
+}
+
+#[tokio::test]
+async fn a_blackholed_api_accepts_connections_and_never_answers() {
+    fault_is_detected_and_recovered(Fault::Blackhole).await;
+}
+
+#[tokio::test]
+async fn an_api_that_answers_lists_but_never_starts_a_watch() {
+    fault_is_detected_and_recovered(Fault::WatchHangs).await;
+}
+
+#[tokio::test]
+async fn the_bound_holds_with_kube_clients_own_retry_layer_on() {
+    let api = FakeApi::start(READY).await;
+    let agent = Agent::start_with(
+        &api,
+        OnStale::Unhealthy,
+        MAX_STALENESS,
+        &Client::KubeDefault,
+    );
+    let start = Instant::now();
+    agent
+        .until("the first 200", start, RECOVERY_BOUND, Answer::ok, anything)
+        .await;
+    let fault_at = Instant::now();
+    api.set_fault(Fault::Status {
+        code: 503,
+        retry_after: None,
+    })
+    .await;
+    let to_unknown = agent
+        .until(
+            "unknown since",
+            fault_at,
+            DETECTION_BOUND,
+            Answer::unknown,
+            anything,
+        )
+        .await;
+    let healed_at = Instant::now();
+    api.set_fault(Fault::None).await;
+    let back = agent
+        .until(
+            "200 after the heal",
+            healed_at,
+            RECOVERY_BOUND,
+            Answer::ok,
+            anything,
+        )
+        .await;
+    eprintln!("measured 503 with kube's retry layer: fault→503 {to_unknown:?}, heal→200 {back:?}");
+}
+
+#[tokio::test]
+async fn a_one_second_cut_then_a_quiet_resumed_watch_stays_200() {
+    let api = FakeApi::start(READY).await;
+    let (strict, lenient) = ready_agents(&api).await;
+
+    api.set_fault(Fault::Refused).await;
+    // The length of the outage is the fault itself, not a wait for state.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let healed_at = Instant::now();
+    api.set_fault(Fault::None).await;
+    let back = strict
+        .until(
+            "200 after the cut",
+            healed_at,
+            RECOVERY_BOUND,
+            Answer::ok,
+            anything,
+        )
+        .await;
+    lenient
+        .until(
+            "200 after the cut",
+            healed_at,
+            RECOVERY_BOUND,
+            Answer::ok,
+            anything,
+        )
+        .await;
+    // No pod event follows: only the agent's own rounds can keep the state confirmed.
+    strict
+        .holds_for(
+            "200 on a quiet pod after the cut",
+            MAX_STALENESS * 3,
+            Answer::ok,
+        )
+        .await;
+    lenient
+        .holds_for(
+            "200 on a quiet pod after the cut",
+            MAX_STALENESS * 3,
+            Answer::ok,
+        )
+        .await;
+    let requests = api.requests();
+    let watch = requests.iter().find(|r| r.contains("watch=true")).unwrap();
+    assert!(watch.contains("allowWatchBookmarks=true"), "{watch}");
+    assert!(watch.contains("timeoutSeconds=1&"), "{watch}");
+    eprintln!("measured 1 s cut: heal→200 {back:?}");
+}
+
+#[tokio::test]
+async fn after_an_outage_the_agent_answers_the_pods_true_state() {
+    let api = FakeApi::start(READY).await;
+    let (strict, lenient) = ready_agents(&api).await;
+
+    let fault_at = Instant::now();
+    api.set_fault(Fault::Refused).await;
+    api.set_pod(CRASHLOOPING);
+    lenient
+        .until(
+            "the stale mark on the old answer",
+            fault_at,
+            DETECTION_BOUND,
+            Answer::stale_but_healthy,
+            |a| a.status == StatusCode::OK,
+        )
+        .await;
+
+    let healed_at = Instant::now();
+    api.set_fault(Fault::None).await;
+    let crashlooping = |a: &Answer| {
+        a.status == StatusCode::SERVICE_UNAVAILABLE
+            && a.stale.is_none()
+            && a.body.contains("CrashLoopBackOff")
+    };
+    for agent in [&strict, &lenient] {
+        agent
+            .until(
+                "the crash loop",
+                healed_at,
+                RECOVERY_BOUND,
+                crashlooping,
+                anything,
+            )
+            .await;
+    }
+}
+
+#[tokio::test]
+async fn a_bookmark_confirms_the_state_without_a_new_request() {
+    // A long staleness: no round ends during the test, so only the bookmark can advance the clock.
+    let api = FakeApi::start(READY).await;
+    let agent = Agent::start_with(
+        &api,
+        OnStale::Unhealthy,
+        Duration::from_secs(60),
+        &Client::Agent,
+    );
+    let start = Instant::now();
+    agent
+        .until("the first 200", start, RECOVERY_BOUND, Answer::ok, anything)
+        .await;
+    let watching = || api.requests().iter().any(|r| r.contains("watch=true"));
+    let mut delay = Duration::from_millis(10);
+    while !watching() {
+        assert!(
+            start.elapsed() < RECOVERY_BOUND,
+            "no watch: {:?}",
+            api.requests()
+        );
+        tokio::time::sleep(delay).await;
+        delay *= 2;
+    }
+    let confirmed = agent.state.borrow().confirmed.unwrap().at;
+    // Lets the clock move on, so that a confirmation is visible as a later instant.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let requests = api.requests().len();
+
+    api.bookmark();
+    let mut delay = Duration::from_millis(10);
+    while agent.state.borrow().confirmed.unwrap().at == confirmed {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the bookmark confirmed nothing"
+        );
+        tokio::time::sleep(delay).await;
+        delay *= 2;
+    }
+    assert_eq!(api.requests().len(), requests, "{:?}", api.requests());
+}
