@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use controller_support::{Recorded, accepting, fake_api, pod, status};
 use healthbridge_webhook::controller::NodePortRange;
+use healthbridge_webhook::controller::context::{Context, Stores};
 use healthbridge_webhook::controller::desired::{desired_role, pod_identity};
+use healthbridge_webhook::controller::housekeeping::collect_garbage;
 use healthbridge_webhook::controller::reconcile::{
-    Context, ReconcileError, SLOW_RETRY, Stores, collect_garbage, error_policy, reconcile,
-    retry_after,
+    ReconcileError, SLOW_RETRY, error_policy, reconcile, retry_after,
 };
 use healthbridge_webhook::keys;
 use http::{Method, StatusCode};
