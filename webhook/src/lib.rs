@@ -11,6 +11,7 @@ pub mod keys;
 pub mod logging;
 pub mod metrics;
 pub mod patch;
+pub mod run;
 pub mod server;
 pub mod shutdown;
 pub mod tls;
