@@ -95,8 +95,9 @@ pub struct ServerArgs {
 }
 
 fn quantity(value: &str) -> Result<String, String> {
-    crate::annotations::parse_quantity(value)
-        .ok_or_else(|| format!("{value:?} is not a Kubernetes quantity (e.g. 10m, 0.5, 32Mi)"))
+    healthbridge_contract::quantity::parse_quantity(value)
+        .map(|quantity| quantity.text)
+        .map_err(|error| error.to_string())
 }
 
 #[derive(Debug, Clone, Args)]

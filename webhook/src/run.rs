@@ -47,7 +47,8 @@ pub async fn execute(cli: Cli, shutdown: CancellationToken) -> Result<(), RunErr
                 .await
                 .map_err(RunError::Kubeconfig)?;
             let namespace = args.controller.lease_namespace.clone();
-            let cfg = injection_config(&args.server, Some(&namespace));
+            let mut cfg = injection_config(&args.server, Some(&namespace));
+            cfg.node_port_range = args.controller.node_port_range;
             let native = match client.apiserver_version().await {
                 Ok(info) => supports_native_sidecars(&info.major, &info.minor),
                 Err(error) => {

@@ -444,7 +444,7 @@ async fn a_bad_annotation_keeps_the_rbac_and_says_what_to_fix() {
         events[0]["note"]
             .as_str()
             .unwrap()
-            .contains("healthbridge.io/traffic-policy=\"Nearest\"")
+            .contains("healthbridge.io/traffic-policy: `Nearest`")
     );
 }
 

@@ -8,7 +8,7 @@ pub mod status;
 pub use self::process::{OUTPUT_LIMIT, run_once};
 pub use self::runner::ExecHandle;
 pub use self::spec::{
-    DEFAULT_PATH, ExecArgs, ExecCheck, ExecChecks, ExecConfigError, Invocation, RESERVED_PATHS,
-    split_spec,
+    DEFAULT_PATH, ExecArgs, ExecCheck, ExecChecks, ExecConfigError, ExecSpec, ExecSpecError,
+    Invocation, RESERVED_PATHS,
 };
 pub use self::status::{ExecState, ExecStatus, RunEnd, RunOutcome, evaluate};

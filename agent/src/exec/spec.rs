@@ -1,17 +1,15 @@
 //! Exec-check configuration: `URL=COMMAND` specs, reserved paths, timing, and how each command is started.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use healthbridge_contract::duration::{format_duration, parse_duration};
+use healthbridge_contract::env;
+use healthbridge_contract::exec as contract;
+pub use healthbridge_contract::exec::{DEFAULT_PATH, ExecSpec, ExecSpecError, RESERVED_PATHS};
 use thiserror::Error;
 
-use crate::duration::{format_duration, parse_duration};
-
-/// Where a command given without a URL is served, as in the older exec bridge.
-pub const DEFAULT_PATH: &str = "/healthz";
-/// Routes of the agent itself that an exec check cannot take.
-pub const RESERVED_PATHS: [&str; 4] = ["/health", "/all", "/self", "/metrics"];
+use crate::config::setting;
 /// Characters that need a shell to mean what the user wrote.
 const SHELL_SYNTAX: &[char] = &[
     '|', '&', ';', '<', '>', '(', ')', '$', '`', '\\', '"', '\'', '*', '?', '[', ']', '#', '~',
@@ -25,18 +23,18 @@ pub struct ExecArgs {
     /// The variable holds one `URL=COMMAND` per line.
     #[arg(
         long = "exec",
-        env = "HTTP_HEALTHCHECK_SIDECAR_EXEC",
+        env = env::EXEC,
         value_name = "URL=COMMAND"
     )]
     pub exec: Vec<String>,
     /// How often each command runs: `2s`, `500ms`, `2`.
-    #[arg(long, env = "HTTP_HEALTHCHECK_SIDECAR_EXEC_PERIOD", default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, env = env::EXEC_PERIOD, default_value = "2s", value_parser = setting(env::EXEC_PERIOD, "--exec-period", parse_duration))]
     pub exec_period: Duration,
     /// A result older than this is unhealthy.
-    #[arg(long, env = "HTTP_HEALTHCHECK_SIDECAR_EXEC_MAX_AGE", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = env::EXEC_MAX_AGE, default_value = "30s", value_parser = setting(env::EXEC_MAX_AGE, "--exec-max-age", parse_duration))]
     pub exec_max_age: Duration,
     /// A run taking longer is killed with its whole process group and counts as failed (default: the period).
-    #[arg(long, env = "HTTP_HEALTHCHECK_SIDECAR_EXEC_TIMEOUT", value_parser = parse_duration)]
+    #[arg(long, env = env::EXEC_TIMEOUT, value_parser = setting(env::EXEC_TIMEOUT, "--exec-timeout", parse_duration))]
     pub exec_timeout: Option<Duration>,
 }
 
@@ -53,22 +51,9 @@ impl Default for ExecArgs {
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ExecConfigError {
-    #[error(
-        "--exec / HTTP_HEALTHCHECK_SIDECAR_EXEC `{spec}`: the command is empty; write it like /healthz='ls /tmp/test'"
-    )]
-    EmptyCommand { spec: String },
-    #[error(
-        "--exec / HTTP_HEALTHCHECK_SIDECAR_EXEC `{spec}`: the URL `{path}` must be a path starting with / and without spaces"
-    )]
-    BadPath { spec: String, path: String },
-    #[error(
-        "--exec / HTTP_HEALTHCHECK_SIDECAR_EXEC `{spec}`: {path} is the agent's own route; pick another path such as /healthz"
-    )]
-    ReservedPath { spec: String, path: String },
-    #[error(
-        "--exec / HTTP_HEALTHCHECK_SIDECAR_EXEC: {path} is given twice; every check needs its own path"
-    )]
-    DuplicatePath { path: String },
+    /// The contract's rules for a spec: empty command, bad, reserved or duplicate path.
+    #[error("--exec / HTTP_HEALTHCHECK_SIDECAR_EXEC {0}")]
+    Spec(#[from] ExecSpecError),
     #[error("--exec / HTTP_HEALTHCHECK_SIDECAR_EXEC `{spec}`: program `{program}` {why}")]
     Program {
         spec: String,
@@ -113,57 +98,10 @@ pub struct ExecChecks {
     pub timeout: Duration,
 }
 
-/// Splits `URL=COMMAND`; a spec whose part before `=` is not a path is a lone command for `/healthz`.
-pub fn split_spec(spec: &str) -> Result<(String, String), ExecConfigError> {
-    let spec_trimmed = spec.trim();
-    let (path, command) = match spec_trimmed.split_once('=') {
-        Some((path, command)) if path.starts_with('/') && !path.contains(char::is_whitespace) => {
-            (path, command)
-        }
-        _ => (DEFAULT_PATH, spec_trimmed),
-    };
-    let command = unquote(command.trim());
-    if command.is_empty() {
-        return Err(ExecConfigError::EmptyCommand {
-            spec: spec.to_owned(),
-        });
-    }
-    if path.contains(['?', '#']) {
-        return Err(ExecConfigError::BadPath {
-            spec: spec.to_owned(),
-            path: path.to_owned(),
-        });
-    }
-    if RESERVED_PATHS.contains(&path) {
-        return Err(ExecConfigError::ReservedPath {
-            spec: spec.to_owned(),
-            path: path.to_owned(),
-        });
-    }
-    Ok((path.to_owned(), command.to_owned()))
-}
-
-/// `/x='ls /tmp'` reaches us with the quotes when it comes from a manifest's env value rather than a shell.
-fn unquote(command: &str) -> &str {
-    for quote in ['\'', '"'] {
-        if let Some(inner) = command
-            .strip_prefix(quote)
-            .and_then(|c| c.strip_suffix(quote))
-            && !inner.contains(quote)
-        {
-            return inner;
-        }
-    }
-    command
-}
-
 impl ExecArgs {
     /// Every `URL=COMMAND` spec, one per flag or per line of the variable.
     pub fn specs(&self) -> impl Iterator<Item = &str> {
-        self.exec
-            .iter()
-            .flat_map(|v| v.lines())
-            .filter(|line| !line.trim().is_empty())
+        self.exec.iter().flat_map(|v| contract::spec_lines(v))
     }
 
     /// Parses every spec and checks that each program can run, so mistakes stop the start-up.
@@ -176,7 +114,9 @@ impl ExecArgs {
         )
     }
 
-    fn validate_with_path(&self, search_path: &str) -> Result<ExecChecks, ExecConfigError> {
+    /// Everything [`Self::validate`] checks except whether the programs exist, which only the agent's own
+    /// container can tell: the timing and every spec.
+    pub fn validate_specs(&self) -> Result<Vec<ExecSpec>, ExecConfigError> {
         if self.exec_period.is_zero() {
             return Err(ExecConfigError::ZeroPeriod);
         }
@@ -190,25 +130,27 @@ impl ExecArgs {
                 period: format_duration(self.exec_period),
             });
         }
-        let mut seen = BTreeSet::new();
-        let mut checks = Vec::new();
-        for spec in self.specs() {
-            let (path, command) = split_spec(spec)?;
-            if !seen.insert(path.clone()) {
-                return Err(ExecConfigError::DuplicatePath { path });
-            }
-            let invocation = plan(spec, &command, search_path)?;
-            checks.push(ExecCheck {
-                path,
-                command,
-                invocation,
-            });
-        }
+        Ok(contract::parse_specs(self.specs())?)
+    }
+
+    fn validate_with_path(&self, search_path: &str) -> Result<ExecChecks, ExecConfigError> {
+        let specs = self.validate_specs()?;
+        let checks = specs
+            .into_iter()
+            .map(|ExecSpec { path, command }| {
+                let invocation = plan(&format!("{path}={command}"), &command, search_path)?;
+                Ok(ExecCheck {
+                    path,
+                    command,
+                    invocation,
+                })
+            })
+            .collect::<Result<Vec<_>, ExecConfigError>>()?;
         Ok(ExecChecks {
             checks,
             period: self.exec_period,
             max_age: self.exec_max_age,
-            timeout,
+            timeout: self.exec_timeout.unwrap_or(self.exec_period),
         })
     }
 }
@@ -228,7 +170,7 @@ fn plan(spec: &str, command: &str, search_path: &str) -> Result<Invocation, Exec
     }
     let (program, args) = words
         .split_first()
-        .ok_or_else(|| ExecConfigError::EmptyCommand {
+        .ok_or_else(|| ExecSpecError::EmptyCommand {
             spec: spec.to_owned(),
         })?;
     let program_path =
@@ -397,19 +339,19 @@ mod tests {
     fn bad_duplicate_and_reserved_paths_are_rejected() {
         assert!(matches!(
             args(&["/x="]).validate_with_path(PATH),
-            Err(ExecConfigError::EmptyCommand { .. })
+            Err(ExecConfigError::Spec(ExecSpecError::EmptyCommand { .. }))
         ));
         assert!(matches!(
             args(&["/a=true", "/a=false"]).validate_with_path(PATH),
-            Err(ExecConfigError::DuplicatePath { .. })
+            Err(ExecConfigError::Spec(ExecSpecError::DuplicatePath { .. }))
         ));
         assert!(matches!(
             args(&["/all=true"]).validate_with_path(PATH),
-            Err(ExecConfigError::ReservedPath { .. })
+            Err(ExecConfigError::Spec(ExecSpecError::ReservedPath { .. }))
         ));
         assert!(matches!(
             args(&["/a?b=true"]).validate_with_path(PATH),
-            Err(ExecConfigError::BadPath { .. })
+            Err(ExecConfigError::Spec(ExecSpecError::BadPath { .. }))
         ));
     }
 

@@ -11,6 +11,7 @@ use super::context::Context;
 use super::desired::is_injected;
 use super::metrics::{Kind, Verb, metrics};
 use crate::keys;
+use healthbridge_contract::service::shares_group_service;
 
 /// Deletes group Services that no pod needs any more and no workload owns (pods without a workload: bare
 /// pods, Jobs). Services owned by a workload go with it; per-pod Services go with their pod.
@@ -28,10 +29,11 @@ pub async fn collect_garbage(ctx: &Context) -> usize {
             pod.namespace().as_deref() == Some(namespace.as_str())
                 && pod.labels().get(keys::GROUP_LABEL) == Some(group)
                 && is_injected(pod)
-                && pod
-                    .annotations()
-                    .get(keys::SERVICE_SCOPE)
-                    .is_none_or(|scope| !scope.eq_ignore_ascii_case("pod"))
+                && shares_group_service(
+                    pod.annotations()
+                        .get(keys::SERVICE_SCOPE)
+                        .map(String::as_str),
+                )
         });
         if wanted.is_some() {
             continue;

@@ -20,6 +20,7 @@ use super::events::{normal, publish, ready_note, reference_to, warn_uninjected, 
 use super::metrics::{Kind, Outcome, metrics};
 use super::owner::workload_owner;
 use crate::keys;
+use healthbridge_contract::service::shares_group_service;
 
 /// How long a healthy pod waits before its objects are checked again (reads only: from the caches).
 pub const RESYNC: Duration = Duration::from_secs(300);
@@ -226,10 +227,12 @@ fn newest_in_group(pod: &Pod, ctx: &Context) -> Option<Arc<Pod>> {
         .filter(|other| {
             is_injected(other)
                 && other.metadata.deletion_timestamp.is_none()
-                && other
-                    .annotations()
-                    .get(keys::SERVICE_SCOPE)
-                    .is_none_or(|scope| !scope.eq_ignore_ascii_case("pod"))
+                && shares_group_service(
+                    other
+                        .annotations()
+                        .get(keys::SERVICE_SCOPE)
+                        .map(String::as_str),
+                )
         })
         .max_by(|a, b| {
             (
