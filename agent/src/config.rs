@@ -16,7 +16,7 @@ use crate::pod_status::Target;
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Port to listen on, on 0.0.0.0 and [::].
-    #[arg(long, env = env::PORT, default_value_t = 3000)]
+    #[arg(long, env = env::PORT, default_value_t = 3000, value_parser = setting(env::PORT, "--port", value::parse_port))]
     pub port: u16,
 
     /// Healthy iff this container is ready; unset: every app container of the pod must be ready.

@@ -111,10 +111,8 @@ impl EndpointArgs {
                 },
             ));
         };
-        let port = match port.trim().parse::<u16>() {
-            Ok(port) if port > 0 => port,
-            _ => return Err(EndpointConfigError::BadLegacyPort(port.clone())),
-        };
+        let port = healthbridge_contract::value::parse_port(port)
+            .map_err(|_| EndpointConfigError::BadLegacyPort(port.clone()))?;
         self.timeout = parse_positive_duration(timeout).map_err(|e| {
             EndpointConfigError::BadLegacyTimeout {
                 value: timeout.clone(),

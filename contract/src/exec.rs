@@ -51,7 +51,8 @@ pub fn split_spec(spec: &str) -> Result<ExecSpec, ExecSpecError> {
         _ => (DEFAULT_PATH, trimmed),
     };
     let command = unquote(command.trim());
-    if command.is_empty() {
+    // `/x=' '` unquotes to blanks: no program to run.
+    if command.trim().is_empty() {
         return Err(ExecSpecError::EmptyCommand {
             spec: shorten(spec),
         });
@@ -154,10 +155,12 @@ mod tests {
 
     #[test]
     fn empty_commands_bad_and_duplicate_paths_are_refused() {
-        assert!(matches!(
-            split_spec("/x="),
-            Err(ExecSpecError::EmptyCommand { .. })
-        ));
+        for empty in ["/x=", "/x=' '", "\"\""] {
+            assert!(
+                matches!(split_spec(empty), Err(ExecSpecError::EmptyCommand { .. })),
+                "{empty}"
+            );
+        }
         assert!(matches!(
             split_spec("/a?b=true"),
             Err(ExecSpecError::BadPath { .. })
