@@ -1,5 +1,8 @@
 //! Command line: `serve` (the default when no subcommand is given) and `probe`.
 
+use std::ffi::OsString;
+use std::process::ExitCode;
+
 use clap::{Parser, Subcommand};
 
 use crate::config::ServeArgs;
@@ -43,10 +46,48 @@ pub enum Command {
     Probe(ProbeArgs),
 }
 
+/// What the process was asked to do.
+// Parsed once at start-up: the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Invocation {
+    /// `healthbridge-probe …`, `healthbridge-agent probe …` or `healthbridge-agent [global flags] probe …`.
+    Probe(ProbeArgs),
+    Serve {
+        args: ServeArgs,
+        log_format: LogFormat,
+    },
+}
+
 impl Cli {
     /// The command to run, `serve` when none was named.
     pub fn into_command(self) -> Command {
         self.command.unwrap_or(Command::Serve(self.serve))
+    }
+
+    /// What to run.
+    pub fn into_invocation(self) -> Invocation {
+        let log_format = self.log_format;
+        match self.into_command() {
+            Command::Probe(args) => Invocation::Probe(args),
+            Command::Serve(args) => Invocation::Serve { args, log_format },
+        }
+    }
+}
+
+/// Reads the process arguments. A probe goes through its own parser first, so it starts fast and accepts the old
+/// single-dash flags. `Err` is the exit code once help, the version or what is wrong has been printed (2 for bad
+/// arguments, before anything starts).
+pub fn parse(args: Vec<OsString>) -> Result<Invocation, ExitCode> {
+    if let Some(probe_args) = crate::probe::probe_argv(&args) {
+        return crate::probe::parse_args(probe_args).map(Invocation::Probe);
+    }
+    match Cli::try_parse_from(args) {
+        Ok(cli) => Ok(cli.into_invocation()),
+        Err(err) => {
+            let _ = err.print();
+            Err(ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(2)))
+        }
     }
 }
 

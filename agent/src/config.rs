@@ -3,6 +3,9 @@
 use std::time::Duration;
 
 use clap::Args;
+use healthbridge_contract::duration::parse_duration;
+use healthbridge_contract::env;
+use healthbridge_contract::value;
 use http::StatusCode;
 
 use crate::endpoints::EndpointArgs;
@@ -13,41 +16,41 @@ use crate::pod_status::{OnStale, Target};
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Port to listen on, on 0.0.0.0 and [::].
-    #[arg(long, env = "HTTP_HEALTHCHECK_SIDECAR_PORT", default_value_t = 3000)]
+    #[arg(long, env = env::PORT, default_value_t = 3000, value_parser = setting(env::PORT, "--port", value::parse_port))]
     pub port: u16,
 
     /// Healthy iff this container is ready; unset: every app container of the pod must be ready.
-    #[arg(long, env = "HTTP_HEALTHCHECK_SIDECAR_TARGET_CONTAINER")]
+    #[arg(long, env = env::TARGET_CONTAINER)]
     pub target_container: Option<String>,
 
     /// The agent's own container, never counted.
     #[arg(
         long,
-        env = "HTTP_HEALTHCHECK_SIDECAR_SELF_CONTAINER",
+        env = env::SELF_CONTAINER,
         default_value = "healthbridge-agent"
     )]
     pub self_container: String,
 
     /// Pod to watch; default `POD_NAME`, else `HOSTNAME`.
-    #[arg(long, env = "HTTP_HEALTHCHECK_SIDECAR_TARGET_POD_OVERRIDE")]
+    #[arg(long, env = env::TARGET_POD_OVERRIDE)]
     pub target_pod_override: Option<String>,
 
     /// The pod's own name (downward API `metadata.name`).
-    #[arg(long, env = "POD_NAME", hide_env_values = true)]
+    #[arg(long, env = env::POD_NAME, hide_env_values = true)]
     pub pod_name: Option<String>,
 
     /// Last resort for the pod name: the container's hostname.
-    #[arg(long, env = "HOSTNAME", hide = true)]
+    #[arg(long, env = env::HOSTNAME, hide = true)]
     pub hostname: Option<String>,
 
     /// Namespace of the pod (downward API `metadata.namespace`); default: the service-account or kubeconfig namespace.
-    #[arg(long = "namespace", env = "POD_NAMESPACE")]
+    #[arg(long = "namespace", env = env::POD_NAMESPACE)]
     pub pod_namespace: Option<String>,
 
     /// `true`: always healthy, `false`: always unhealthy; neither touches the API.
     #[arg(
         long,
-        env = "HTTP_HEALTHCHECK_SIDECAR_STATE_OVERRIDE",
+        env = env::STATE_OVERRIDE,
         default_value = "",
         hide_default_value = true,
         value_parser = parse_state_override
@@ -55,15 +58,15 @@ pub struct ServeArgs {
     pub state_override: StateOverride,
 
     /// Status code of an unhealthy answer (500 reproduces the original sidecar's README).
-    #[arg(long, env = "HTTP_HEALTHCHECK_SIDECAR_UNHEALTHY_STATUS", default_value = "503", value_parser = parse_unhealthy_status)]
+    #[arg(long, env = env::UNHEALTHY_STATUS, default_value = "503", value_parser = parse_unhealthy_status)]
     pub unhealthy_status: StatusCode,
 
     /// The pod status is stale once the API server has confirmed nothing for longer than this (`30s`, `500ms`, `30`).
-    #[arg(long, env = "HTTP_HEALTHCHECK_SIDECAR_MAX_STALENESS", default_value = "30s", value_parser = parse_staleness)]
+    #[arg(long, env = env::MAX_STALENESS, default_value = "30s", value_parser = parse_staleness)]
     pub max_staleness: Duration,
 
     /// The answer while the pod status is stale: `unhealthy` ("pod status unknown since …") or `last-known` (the last answer, marked stale).
-    #[arg(long, env = "HTTP_HEALTHCHECK_SIDECAR_ON_STALE", default_value = "unhealthy", value_parser = parse_on_stale)]
+    #[arg(long, env = env::ON_STALE, default_value = "unhealthy", value_parser = parse_on_stale)]
     pub on_stale: OnStale,
 
     /// URLs and options for `/all`.
@@ -118,47 +121,45 @@ impl StateOverride {
     }
 }
 
+/// A clap value parser applying a contract rule; its error names the variable and the flag before the rule's own
+/// message, which the webhook shows too (after the annotation) for the same value.
+pub fn setting<T: 'static, E: std::fmt::Display + 'static>(
+    variable: &'static str,
+    flag: &'static str,
+    rule: fn(&str) -> Result<T, E>,
+) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static {
+    move |value| rule(value).map_err(|why| format!("{variable} ({flag}): {why}"))
+}
+
 fn parse_state_override(value: &str) -> Result<StateOverride, String> {
-    match value.trim().to_ascii_lowercase().as_str() {
-        "true" => Ok(StateOverride::AlwaysHealthy),
-        "false" => Ok(StateOverride::AlwaysUnhealthy),
-        "" => Ok(StateOverride::FollowPod),
-        _ => Err(format!(
-            "HTTP_HEALTHCHECK_SIDECAR_STATE_OVERRIDE (--state-override) accepts `true` or `false`, got `{value}`; unset it to follow the pod status"
-        )),
-    }
+    let parse = setting(
+        env::STATE_OVERRIDE,
+        "--state-override",
+        value::parse_state_override,
+    );
+    Ok(match parse(value)? {
+        Some(true) => StateOverride::AlwaysHealthy,
+        Some(false) => StateOverride::AlwaysUnhealthy,
+        None => StateOverride::FollowPod,
+    })
 }
 
 fn parse_unhealthy_status(value: &str) -> Result<StatusCode, String> {
-    let code: u16 = value.trim().parse().map_err(|_| {
-        format!("HTTP_HEALTHCHECK_SIDECAR_UNHEALTHY_STATUS (--unhealthy-status) must be a number like 503, got `{value}`")
-    })?;
-    match StatusCode::from_u16(code) {
-        Ok(status)
-            if !status.is_success() && !status.is_informational() && !status.is_redirection() =>
-        {
-            Ok(status)
-        }
-        _ => Err(format!(
-            "HTTP_HEALTHCHECK_SIDECAR_UNHEALTHY_STATUS (--unhealthy-status) must be an error status (400-599) so load balancers see a failure, got `{value}`"
-        )),
-    }
+    let parse = setting(
+        env::UNHEALTHY_STATUS,
+        "--unhealthy-status",
+        value::parse_unhealthy_status,
+    );
+    let code = parse(value)?;
+    StatusCode::from_u16(code).map_err(|e| format!("{}: {e}", env::UNHEALTHY_STATUS))
 }
 
 fn parse_on_stale(value: &str) -> Result<OnStale, String> {
-    match value.trim().to_ascii_lowercase().as_str() {
-        "unhealthy" => Ok(OnStale::Unhealthy),
-        "last-known" => Ok(OnStale::LastKnown),
-        _ => Err(format!(
-            "HTTP_HEALTHCHECK_SIDECAR_ON_STALE (--on-stale) accepts `unhealthy` (the default: drain what the API \
-             cannot confirm) or `last-known` (keep the last answer, marked stale), got `{value}`"
-        )),
-    }
+    setting(env::ON_STALE, "--on-stale", value::parse_on_stale)(value)
 }
 
 fn parse_staleness(value: &str) -> Result<Duration, String> {
-    crate::duration::parse_duration(value)
-        .map_err(|why| format!("HTTP_HEALTHCHECK_SIDECAR_MAX_STALENESS (--max-staleness): {why}"))
+    setting(env::MAX_STALENESS, "--max-staleness", parse_duration)(value)
 }
 
 #[cfg(test)]

@@ -15,7 +15,11 @@ use thiserror::Error;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use crate::duration::{format_duration, parse_duration};
+use healthbridge_contract::duration::{format_duration, parse_duration, parse_positive_duration};
+use healthbridge_contract::endpoint::{self, EndpointError};
+use healthbridge_contract::env;
+
+use crate::config::setting;
 use crate::report::CheckResult;
 use crate::tls::{ClientTlsArgs, TlsError};
 
@@ -30,17 +34,17 @@ pub struct EndpointArgs {
     /// URL checked by /all; repeatable. The variable holds several, separated by commas or whitespace.
     #[arg(
         long = "endpoint",
-        env = "HTTP_HEALTHCHECK_SIDECAR_ENDPOINTS",
+        env = env::ENDPOINTS,
         value_name = "URL"
     )]
     pub endpoints: Vec<String>,
     /// Per-endpoint timeout: `3` (seconds), `3s`, `500ms`.
-    #[arg(long = "timeout", env = "HTTP_HEALTHCHECK_SIDECAR_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
+    #[arg(long = "timeout", env = env::TIMEOUT, default_value = "3s", value_parser = setting(env::TIMEOUT, "--timeout", parse_positive_duration))]
     pub timeout: Duration,
     /// Follow up to 10 redirects; otherwise a redirect is a (healthy) 3xx status.
     #[arg(
         long,
-        env = "HTTP_HEALTHCHECK_SIDECAR_FOLLOW_REDIRECTS",
+        env = env::FOLLOW_REDIRECTS,
         default_value = "false",
         num_args = 0..=1,
         default_missing_value = "true",
@@ -48,7 +52,7 @@ pub struct EndpointArgs {
     )]
     pub follow_redirects: bool,
     /// Reuse one round of endpoint checks for this long (0 = check on every request); concurrent requests share a round.
-    #[arg(long, env = "HTTP_HEALTHCHECK_SIDECAR_CACHE_TTL", default_value = "0", value_parser = parse_duration)]
+    #[arg(long, env = env::CACHE_TTL, default_value = "0", value_parser = setting(env::CACHE_TTL, "--cache-ttl", parse_duration))]
     pub cache_ttl: Duration,
     #[command(flatten)]
     pub tls: ClientTlsArgs,
@@ -68,17 +72,15 @@ impl Default for EndpointArgs {
 
 #[derive(Debug, Error)]
 pub enum EndpointConfigError {
-    #[error("--endpoint / HTTP_HEALTHCHECK_SIDECAR_ENDPOINTS: `{url}` is not a usable URL: {why}")]
-    BadUrl { url: String, why: String },
+    #[error("--endpoint / HTTP_HEALTHCHECK_SIDECAR_ENDPOINTS: {0}")]
+    BadUrl(EndpointError),
     #[error("--timeout / HTTP_HEALTHCHECK_SIDECAR_TIMEOUT must be more than 0")]
     ZeroTimeout,
     #[error(
         "old positional form `PORT TIMEOUT URL...`: PORT `{0}` is not a port number (1-65535); for example `8081 3 http://localhost:8080/health`"
     )]
     BadLegacyPort(String),
-    #[error(
-        "old positional form `PORT TIMEOUT URL...`: TIMEOUT `{value}` is not a duration: {why}"
-    )]
+    #[error("old positional form `PORT TIMEOUT URL...`: TIMEOUT {why}")]
     BadLegacyTimeout { value: String, why: String },
     #[error(
         "old positional form `PORT TIMEOUT URL...`: missing {0}; for example `8081 3 http://localhost:8080/health`"
@@ -109,15 +111,14 @@ impl EndpointArgs {
                 },
             ));
         };
-        let port = match port.trim().parse::<u16>() {
-            Ok(port) if port > 0 => port,
-            _ => return Err(EndpointConfigError::BadLegacyPort(port.clone())),
-        };
-        self.timeout =
-            parse_duration(timeout).map_err(|e| EndpointConfigError::BadLegacyTimeout {
+        let port = healthbridge_contract::value::parse_port(port)
+            .map_err(|_| EndpointConfigError::BadLegacyPort(port.clone()))?;
+        self.timeout = parse_positive_duration(timeout).map_err(|e| {
+            EndpointConfigError::BadLegacyTimeout {
                 value: timeout.clone(),
                 why: e.to_string(),
-            })?;
+            }
+        })?;
         if urls.is_empty() {
             return Err(EndpointConfigError::LegacyMissing("URL (at least one)"));
         }
@@ -127,17 +128,14 @@ impl EndpointArgs {
 
     /// Every URL, split out of comma- or whitespace-separated values.
     pub fn urls(&self) -> impl Iterator<Item = &str> {
-        self.endpoints
-            .iter()
-            .flat_map(|v| v.split(|c: char| c == ',' || c.is_whitespace()))
-            .filter(|u| !u.is_empty())
+        self.endpoints.iter().flat_map(|v| endpoint::split_urls(v))
     }
 
     /// Checks every URL and duration and loads TLS files, so mistakes stop the start-up.
     pub fn validate(&self) -> Result<EndpointConfig, EndpointConfigError> {
         let endpoints = self
             .urls()
-            .map(parse_endpoint_url)
+            .map(|url| endpoint::parse_url(url).map_err(EndpointConfigError::BadUrl))
             .collect::<Result<Vec<_>, _>>()?;
         if self.timeout.is_zero() {
             return Err(EndpointConfigError::ZeroTimeout);
@@ -150,40 +148,6 @@ impl EndpointArgs {
             tls: self.tls.clone(),
         })
     }
-}
-
-fn parse_endpoint_url(url: &str) -> Result<Uri, EndpointConfigError> {
-    let bad = |why: &str| EndpointConfigError::BadUrl {
-        url: url.to_owned(),
-        why: why.to_owned(),
-    };
-    if !url.contains("://") {
-        return Err(bad(
-            "it has no scheme, write it like http://localhost:8080/health",
-        ));
-    }
-    let uri: Uri = url
-        .parse()
-        .map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
-    match uri.scheme_str() {
-        Some("http" | "https") => {}
-        Some(other) => {
-            return Err(bad(&format!(
-                "scheme `{other}` is not supported, use http:// or https://"
-            )));
-        }
-        None => {
-            return Err(bad(
-                "it has no scheme, write it like http://localhost:8080/health",
-            ));
-        }
-    }
-    if uri.host().is_none_or(str::is_empty) {
-        return Err(bad(
-            "it has no host, write it like http://localhost:8080/health",
-        ));
-    }
-    Ok(uri)
 }
 
 /// A validated endpoint configuration.

@@ -3,9 +3,11 @@
 // Tests may unwrap: a panic there is a failed test with its message.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+/// Durations as the agent and the webhook read them: written once, in the contract crate.
+pub use healthbridge_contract::duration;
+
 pub mod cli;
 pub mod config;
-pub mod duration;
 pub mod endpoints;
 pub mod exec;
 pub mod logging;

@@ -84,9 +84,9 @@ pub fn invoked_as_probe(args: &[OsString]) -> bool {
     named || args.get(1).is_some_and(|a| a == "probe")
 }
 
-/// For the binary's `main`, before any other parsing: runs the probe and returns its exit code when this process
-/// is a probe (`healthbridge-probe …` or `healthbridge-agent probe …`), else `None`.
-pub fn run_if_probe(args: &[OsString]) -> Option<ExitCode> {
+/// The probe's own arguments when this process is a probe (`healthbridge-probe …` or `healthbridge-agent probe …`):
+/// as a subcommand, `probe` takes the place of the program name so clap sees only the probe's own flags.
+pub fn probe_argv(args: &[OsString]) -> Option<Vec<OsString>> {
     if !invoked_as_probe(args) {
         return None;
     }
@@ -94,13 +94,11 @@ pub fn run_if_probe(args: &[OsString]) -> Option<ExitCode> {
         .first()
         .and_then(|a| Path::new(a).file_name())
         .is_some_and(|name| name == OsStr::new(PROBE_BINARY_NAME));
-    // As a subcommand, `probe` takes the place of the program name so clap sees only the probe's own flags.
-    let probe_args = if named {
+    Some(if named {
         args.to_vec()
     } else {
         args.get(1..).map(<[OsString]>::to_vec).unwrap_or_default()
-    };
-    Some(main_probe(probe_args))
+    })
 }
 
 /// Rewrites Go-style `-flag`/`-flag=value` (one dash) to `--flag`, for every long flag the probe knows.
@@ -172,12 +170,12 @@ impl ProbeArgs {
     }
 }
 
-/// Entry point for `healthbridge-agent probe …` and `healthbridge-probe …`; `args` starts with the program name
-/// (`probe` or the binary's path). Single-threaded runtime: the probe starts and finishes in milliseconds.
-pub fn main_probe(args: impl IntoIterator<Item = OsString>) -> ExitCode {
+/// Parses the probe's flags (old single-dash spellings too); `args` starts with the program name (`probe` or the
+/// binary's path). `Err` is the exit code once help, the version or what is wrong has been printed.
+pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<ProbeArgs, ExitCode> {
     let args = normalize_legacy_flags(args);
-    let parsed = match ProbeArgs::try_parse_from(&args) {
-        Ok(parsed) => parsed,
+    match ProbeArgs::try_parse_from(&args) {
+        Ok(parsed) => Ok(parsed),
         Err(err)
             if matches!(
                 err.kind(),
@@ -185,7 +183,7 @@ pub fn main_probe(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             ) =>
         {
             let _ = err.print();
-            return ExitCode::SUCCESS;
+            Err(ExitCode::SUCCESS)
         }
         Err(err) => {
             let text = err.to_string();
@@ -197,9 +195,14 @@ pub fn main_probe(args: impl IntoIterator<Item = OsString>) -> ExitCode {
                 "healthbridge-probe: {} (see --help)",
                 first.trim_start_matches("error: ")
             );
-            return ProbeExit::BadArguments.into();
+            Err(ProbeExit::BadArguments.into())
         }
-    };
+    }
+}
+
+/// Runs the probe on a single-threaded runtime (it starts and finishes in milliseconds) and says why on stderr
+/// when not healthy.
+pub fn check(args: &ProbeArgs) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -210,7 +213,7 @@ pub fn main_probe(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             return ProbeExit::CouldNotConnect.into();
         }
     };
-    let verdict = runtime.block_on(run(&parsed));
+    let verdict = runtime.block_on(run(args));
     if verdict.exit != ProbeExit::Healthy {
         eprintln!("healthbridge-probe: {}", verdict.message);
     }

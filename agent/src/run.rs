@@ -1,9 +1,11 @@
-//! Wires configuration, the pod watch and the HTTP server together for `serve`.
+//! Runs what was asked: the probe, or `serve` wiring configuration, the pod watch and the HTTP server together.
 
+use std::process::ExitCode;
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::cli::Invocation;
 use crate::config::ServeArgs;
 use crate::endpoints::{EndpointChecker, EndpointConfigError};
 use crate::exec::{ExecChecks, ExecConfigError};
@@ -11,6 +13,46 @@ use crate::metrics::Metrics;
 use crate::pod_status::watch::{self, Followed};
 use crate::pod_status::{Freshness, PodStatusSource};
 use crate::server::{self, AppState, ServeError, app};
+use crate::{logging, probe, shutdown};
+
+/// Why the agent stopped; decides the exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error(transparent)]
+    Run(#[from] RunError),
+}
+
+impl StartError {
+    /// 2 for bad configuration, like an argument error; 1 otherwise.
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            Self::Run(error) if error.is_configuration() => ExitCode::from(2),
+            _ => ExitCode::FAILURE,
+        }
+    }
+}
+
+/// Runs the invocation to its end: the probe's verdict, or `serve` until SIGTERM.
+pub fn start(invocation: Invocation) -> Result<ExitCode, StartError> {
+    match invocation {
+        Invocation::Probe(args) => Ok(probe::check(&args)),
+        Invocation::Serve { args, log_format } => {
+            logging::init(log_format);
+            // A health sidecar needs little parallelism; on a big node one worker per core would only cost memory.
+            let workers = std::thread::available_parallelism().map_or(2, |n| n.get().min(2));
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(workers)
+                .enable_all()
+                .build()
+                .map_err(StartError::Runtime)?;
+            // The signal listener is a task: it must be spawned inside the runtime.
+            runtime.block_on(async { serve(args, shutdown::on_signal()).await })?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {

@@ -247,45 +247,77 @@ async fn mutate_namespace(
 
 fn handle(state: &AdmissionState, opt_in: OptIn, body: Result<Bytes, BytesRejection>) -> Response {
     let started = Instant::now();
-    let body = match body {
-        Ok(body) => body,
-        Err(rejection) => {
-            let status = rejection.status();
-            let reason = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                "too_large"
-            } else {
-                "unreadable_body"
-            };
-            state
-                .metrics
-                .observe(Outcome::Error(reason), started.elapsed());
-            let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                format!(
-                    "the request body is larger than {MAX_BODY_BYTES} bytes (3 MiB), the most an AdmissionReview can hold\n"
-                )
-            } else {
-                format!("the request body could not be read: {rejection}\n")
-            };
-            return (status, message).into_response();
+    let answer = body.map_err(RequestError::from).and_then(|body| {
+        review(
+            &body,
+            &state.cfg,
+            opt_in,
+            state.cluster_supports_native_sidecar,
+        )
+        .map_err(RequestError::from)
+    });
+    let outcome = match &answer {
+        Ok(answer) => answer.outcome,
+        Err(error) => {
+            tracing::warn!(%error, "admission request refused");
+            Outcome::Error(error.reason())
         }
     };
-    match review(
-        &body,
-        &state.cfg,
-        opt_in,
-        state.cluster_supports_native_sidecar,
-    ) {
-        Ok(answer) => {
-            state.metrics.observe(answer.outcome, started.elapsed());
-            ([(header::CONTENT_TYPE, "application/json")], answer.body).into_response()
+    state.metrics.observe(outcome, started.elapsed());
+    answer.into_response()
+}
+
+impl IntoResponse for Answer {
+    fn into_response(self) -> Response {
+        ([(header::CONTENT_TYPE, "application/json")], self.body).into_response()
+    }
+}
+
+/// A request that gets no AdmissionReview answer, only an HTTP error saying what was wrong with it.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error(
+        "the request body is larger than {MAX_BODY_BYTES} bytes (3 MiB), the most an AdmissionReview can hold"
+    )]
+    TooLarge,
+    #[error("the request body could not be read: {0}")]
+    Unreadable(BytesRejection),
+    #[error(transparent)]
+    Undecodable(#[from] UndecodableReview),
+}
+
+impl From<BytesRejection> for RequestError {
+    fn from(rejection: BytesRejection) -> Self {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Self::TooLarge
+        } else {
+            Self::Unreadable(rejection)
         }
-        Err(error) => {
-            state
-                .metrics
-                .observe(Outcome::Error("undecodable"), started.elapsed());
-            tracing::warn!(%error, "undecodable admission request");
-            (StatusCode::BAD_REQUEST, format!("{error}\n")).into_response()
+    }
+}
+
+impl RequestError {
+    /// Short label used in metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::TooLarge => "too_large",
+            Self::Unreadable(_) => "unreadable_body",
+            Self::Undecodable(_) => "undecodable",
         }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Unreadable(rejection) => rejection.status(),
+            Self::Undecodable(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+impl IntoResponse for RequestError {
+    fn into_response(self) -> Response {
+        (self.status(), format!("{self}\n")).into_response()
     }
 }
 

@@ -1,24 +1,14 @@
-//! Command line of `healthbridge-webhook` (`serve`, `run`, `controller`) and the wiring behind each subcommand.
+//! Command line of `healthbridge-webhook`: the flags of `serve`, `run` and `controller` (the wiring is in [`crate::run`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
-use crate::admission::{self, AdmissionState};
-use crate::certs::{self, SelfManaged};
-use crate::config::{
-    AgentResources, DEFAULT_AGENT_PORT, InjectionConfig, NativeSidecar, supports_native_sidecars,
-};
-use crate::controller::{self, ControllerArgs, ControllerError};
+use crate::config::{DEFAULT_AGENT_PORT, NativeSidecar};
+use crate::controller::ControllerArgs;
 use crate::logging::LogFormat;
-use crate::metrics::Metrics;
-use crate::server::{self, Readiness};
-use crate::tls::{CertFiles, CertStore, TlsError};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -105,30 +95,9 @@ pub struct ServerArgs {
 }
 
 fn quantity(value: &str) -> Result<String, String> {
-    crate::annotations::parse_quantity(value)
-        .ok_or_else(|| format!("{value:?} is not a Kubernetes quantity (e.g. 10m, 0.5, 32Mi)"))
-}
-
-impl ServerArgs {
-    /// The injection configuration these flags describe, excluding `own_namespace` too.
-    pub fn injection_config(&self, own_namespace: Option<&str>) -> InjectionConfig {
-        let mut cfg = InjectionConfig::new(self.agent_image.clone(), own_namespace);
-        cfg.agent_port = self.agent_port;
-        cfg.native_sidecar = self.native_sidecar;
-        cfg.resources = AgentResources {
-            cpu_request: self.agent_cpu_request.clone(),
-            cpu_limit: self.agent_cpu_limit.clone(),
-            memory_request: self.agent_memory_request.clone(),
-            memory_limit: self.agent_memory_limit.clone(),
-        };
-        cfg.excluded_namespaces.extend(
-            self.exclude_namespaces
-                .iter()
-                .filter(|ns| !ns.is_empty())
-                .cloned(),
-        );
-        cfg
-    }
+    healthbridge_contract::quantity::parse_quantity(value)
+        .map(|quantity| quantity.text)
+        .map_err(|error| error.to_string())
 }
 
 #[derive(Debug, Clone, Args)]
@@ -192,164 +161,6 @@ impl Cli {
     }
 }
 
-/// Why the webhook stopped with an error.
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("serving certificate: {0}")]
-    Tls(#[from] TlsError),
-    #[error("no Kubernetes API configuration (in-cluster or KUBECONFIG): {0}")]
-    Kubeconfig(#[source] kube::Error),
-    #[error(transparent)]
-    Controller(#[from] ControllerError),
-    #[error("admin server failed: {0}")]
-    Admin(#[source] std::io::Error),
-}
-
-/// Runs the chosen subcommand until `shutdown` is cancelled.
-pub async fn execute(cli: Cli, shutdown: CancellationToken) -> Result<(), RunError> {
-    match cli.command {
-        Command::Serve(args) => {
-            let cfg = args.server.injection_config(args.namespace.as_deref());
-            // Without an API server the version is unknown; clusters before 1.29 are out of support.
-            let native = true;
-            serve_admission(&args.server, cfg, native, Metrics::new(), None, shutdown).await
-        }
-        Command::Run(args) => {
-            let client = kube::Client::try_default()
-                .await
-                .map_err(RunError::Kubeconfig)?;
-            let namespace = args.controller.lease_namespace.clone();
-            let cfg = args.server.injection_config(Some(&namespace));
-            let native = match client.apiserver_version().await {
-                Ok(info) => supports_native_sidecars(&info.major, &info.minor),
-                Err(error) => {
-                    tracing::warn!(%error, "cannot read the API server version; assuming native sidecars are supported");
-                    true
-                }
-            };
-            let self_managed = args.server.tls_cert_file.is_none().then(|| SelfManaged {
-                namespace,
-                service_name: args.service_name.clone(),
-                secret_name: args.cert_secret.clone(),
-                webhook_config: args.webhook_config.clone(),
-            });
-            let controller = tokio::spawn(controller::run(
-                args.controller.clone(),
-                client.clone(),
-                shutdown.clone(),
-            ));
-            let served = serve_admission(
-                &args.server,
-                cfg,
-                native,
-                Metrics::with_controller(),
-                self_managed.map(|s| (client, s)),
-                shutdown.clone(),
-            )
-            .await;
-            shutdown.cancel();
-            match controller.await {
-                Ok(result) => result?,
-                Err(error) => tracing::error!(%error, "controller task failed"),
-            }
-            served
-        }
-        Command::Controller(args) => {
-            let client = kube::Client::try_default()
-                .await
-                .map_err(RunError::Kubeconfig)?;
-            Ok(controller::run(args.controller, client, shutdown).await?)
-        }
-    }
-}
-
-async fn serve_admission(
-    args: &ServerArgs,
-    cfg: InjectionConfig,
-    cluster_supports_native_sidecar: bool,
-    metrics: Metrics,
-    self_managed: Option<(kube::Client, SelfManaged)>,
-    shutdown: CancellationToken,
-) -> Result<(), RunError> {
-    let metrics = Arc::new(metrics);
-    let readiness = Readiness::new();
-    let store = CertStore::new();
-    let tls = store.server_config()?;
-    match (&args.tls_cert_file, &args.tls_key_file, self_managed) {
-        (Some(cert), Some(key), _) => {
-            let mut files = CertFiles::new(cert.clone(), key.clone());
-            files.reload_if_changed(&store)?;
-            readiness.set_ready(true);
-            tokio::spawn(crate::tls::watch_files(
-                files,
-                store.clone(),
-                metrics.clone(),
-                args.tls_reload_interval,
-                shutdown.clone(),
-            ));
-        }
-        (_, _, Some((client, self_managed))) => {
-            tokio::spawn(certs::run(
-                client,
-                self_managed,
-                store.clone(),
-                metrics.clone(),
-                readiness.clone(),
-                shutdown.clone(),
-            ));
-        }
-        _ => {
-            return Err(
-                TlsError::Certificate("give --tls-cert-file and --tls-key-file".into()).into(),
-            );
-        }
-    }
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .map_err(|source| RunError::Listen {
-            addr: args.listen,
-            source,
-        })?;
-    let admin_listener = TcpListener::bind(args.admin_listen)
-        .await
-        .map_err(|source| RunError::Listen {
-            addr: args.admin_listen,
-            source,
-        })?;
-    tracing::info!(listen = %args.listen, admin = %args.admin_listen, image = %cfg.agent_image, "admission server started");
-    let state = Arc::new(AdmissionState {
-        cfg,
-        metrics: metrics.clone(),
-        cluster_supports_native_sidecar,
-    });
-    let admin = tokio::spawn(server::serve_admin(
-        admin_listener,
-        server::admin_app(metrics, readiness),
-        shutdown.clone(),
-    ));
-    server::serve_tls(
-        listener,
-        tls,
-        admission::app(state),
-        shutdown.clone(),
-        args.drain_timeout,
-    )
-    .await;
-    shutdown.cancel();
-    match admin.await {
-        Ok(result) => result.map_err(RunError::Admin),
-        Err(error) => {
-            tracing::error!(%error, "admin server task failed");
-            Ok(())
-        }
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -374,10 +185,8 @@ mod tests {
             panic!("expected serve")
         };
         assert_eq!(args.server.admin_listen, "0.0.0.0:8080".parse().unwrap());
-        let cfg = args.server.injection_config(Some("hb"));
-        assert_eq!(cfg.agent_port, 13000);
-        assert_eq!(cfg.native_sidecar, NativeSidecar::Auto);
-        assert!(cfg.is_excluded("hb") && cfg.is_excluded("kube-system"));
+        assert_eq!(args.server.agent_port, 13000);
+        assert_eq!(args.server.native_sidecar, NativeSidecar::Auto);
     }
 
     #[test]

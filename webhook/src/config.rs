@@ -2,6 +2,8 @@
 
 use std::collections::BTreeSet;
 
+use healthbridge_contract::service::NodePortRange;
+
 /// Whether the agent becomes a native sidecar (an init container with `restartPolicy: Always`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum NativeSidecar {
@@ -43,6 +45,8 @@ pub struct InjectionConfig {
     pub native_sidecar: NativeSidecar,
     /// Pods in these namespaces are never injected.
     pub excluded_namespaces: BTreeSet<String>,
+    /// NodePorts the controller may pin (`--node-port-range` with `run`, else the Kubernetes default).
+    pub node_port_range: NodePortRange,
 }
 
 /// Namespaces of the cluster itself, never injected.
@@ -67,6 +71,7 @@ impl InjectionConfig {
             resources: AgentResources::default(),
             native_sidecar: NativeSidecar::Auto,
             excluded_namespaces,
+            node_port_range: NodePortRange::default(),
         }
     }
 

@@ -7,10 +7,12 @@ pub mod cli;
 pub mod config;
 pub mod controller;
 pub mod group;
-pub mod keys;
+/// Every annotation and label key, from the contract crate shared with the agent.
+pub use healthbridge_contract::keys;
 pub mod logging;
 pub mod metrics;
 pub mod patch;
+pub mod run;
 pub mod server;
 pub mod shutdown;
 pub mod tls;

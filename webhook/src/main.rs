@@ -1,7 +1,8 @@
 //! `healthbridge-webhook`: parses flags, sets up logging and signals, runs the subcommand.
 
 use clap::Parser;
-use healthbridge_webhook::cli::{Cli, execute};
+use healthbridge_webhook::cli::Cli;
+use healthbridge_webhook::run::execute;
 use healthbridge_webhook::{logging, shutdown};
 use tokio_util::sync::CancellationToken;
 

@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use healthbridge_contract::env;
+use healthbridge_contract::quantity::{Quantity, parse_quantity};
 use json_patch::{AddOperation, Patch, PatchOperation};
 use jsonptr::PointerBuf;
 use k8s_openapi::api::core::v1::{Container, Pod};
@@ -143,7 +145,7 @@ pub fn patch_for(
     if cfg.is_excluded(namespace) {
         return Ok(skip(SkipReason::ExcludedNamespace, Vec::new()));
     }
-    let settings = annotations::parse(pod.metadata.annotations.as_ref())
+    let settings = annotations::parse(pod.metadata.annotations.as_ref(), cfg.node_port_range)
         .map_err(DenyReason::InvalidAnnotations)?;
     if settings.marked_injected || has_agent_container(pod) {
         return Ok(skip(SkipReason::AlreadyInjected, Vec::new()));
@@ -303,25 +305,17 @@ fn check_port_free<'a>(
 
 fn resources(settings: &PodSettings, cfg: &InjectionConfig) -> Result<Value, DenyReason> {
     let defaults = &cfg.resources;
-    let cpu_request = settings
-        .cpu_request
-        .clone()
-        .unwrap_or_else(|| defaults.cpu_request.clone());
-    let cpu_limit = settings
-        .cpu_limit
-        .clone()
-        .or_else(|| defaults.cpu_limit.clone());
-    let memory_request = settings
-        .memory_request
-        .clone()
-        .unwrap_or_else(|| defaults.memory_request.clone());
-    let memory_limit = settings
-        .memory_limit
-        .clone()
-        .unwrap_or_else(|| defaults.memory_limit.clone());
-    let above = |request: &str, limit: &str| match (quantity_value(request), quantity_value(limit))
+    let text = |q: &Option<Quantity>| q.as_ref().map(|q| q.text.clone());
+    let cpu_request = text(&settings.cpu_request).unwrap_or_else(|| defaults.cpu_request.clone());
+    let cpu_limit = text(&settings.cpu_limit).or_else(|| defaults.cpu_limit.clone());
+    let memory_request =
+        text(&settings.memory_request).unwrap_or_else(|| defaults.memory_request.clone());
+    let memory_limit =
+        text(&settings.memory_limit).unwrap_or_else(|| defaults.memory_limit.clone());
+    // The defaults come from flags checked by the same rule; a value that does not parse is not compared.
+    let above = |request: &str, limit: &str| match (parse_quantity(request), parse_quantity(limit))
     {
-        (Some(r), Some(l)) => r > l,
+        (Ok(r), Ok(l)) => r.value > l.value,
         _ => false,
     };
     if let Some(limit) = &cpu_limit
@@ -351,33 +345,6 @@ fn resources(settings: &PodSettings, cfg: &InjectionConfig) -> Result<Value, Den
     Ok(json!({ "requests": { "cpu": cpu_request, "memory": memory_request }, "limits": limits }))
 }
 
-/// Numeric value of a quantity already checked by [`annotations::parse_quantity`].
-fn quantity_value(q: &str) -> Option<f64> {
-    const SUFFIXES: &[(&str, f64)] = &[
-        ("Ki", 1024.0),
-        ("Mi", 1_048_576.0),
-        ("Gi", 1_073_741_824.0),
-        ("Ti", 1_099_511_627_776.0),
-        ("Pi", 1_125_899_906_842_624.0),
-        ("Ei", 1_152_921_504_606_846_976.0),
-        ("n", 1e-9),
-        ("u", 1e-6),
-        ("m", 1e-3),
-        ("k", 1e3),
-        ("M", 1e6),
-        ("G", 1e9),
-        ("T", 1e12),
-        ("P", 1e15),
-        ("E", 1e18),
-    ];
-    for (suffix, factor) in SUFFIXES {
-        if let Some(number) = q.strip_suffix(suffix) {
-            return number.parse::<f64>().ok().map(|n| n * factor);
-        }
-    }
-    q.parse().ok()
-}
-
 fn agent_container(
     settings: &PodSettings,
     cfg: &InjectionConfig,
@@ -387,27 +354,21 @@ fn agent_container(
     token_volume: &str,
 ) -> Value {
     let mut env = vec![
-        json!({ "name": "POD_NAME", "valueFrom": { "fieldRef": { "fieldPath": "metadata.name" } } }),
-        json!({ "name": "POD_NAMESPACE", "valueFrom": { "fieldRef": { "fieldPath": "metadata.namespace" } } }),
-        json!({ "name": "HTTP_HEALTHCHECK_SIDECAR_PORT", "value": port.to_string() }),
+        json!({ "name": env::POD_NAME, "valueFrom": { "fieldRef": { "fieldPath": "metadata.name" } } }),
+        json!({ "name": env::POD_NAMESPACE, "valueFrom": { "fieldRef": { "fieldPath": "metadata.namespace" } } }),
+        json!({ "name": env::PORT, "value": port.to_string() }),
     ];
     let optional = [
+        (env::TARGET_CONTAINER, settings.target_container.clone()),
         (
-            "HTTP_HEALTHCHECK_SIDECAR_TARGET_CONTAINER",
-            settings.target_container.clone(),
-        ),
-        (
-            "HTTP_HEALTHCHECK_SIDECAR_STATE_OVERRIDE",
+            env::STATE_OVERRIDE,
             settings.state_override.map(|b| b.to_string()),
         ),
+        (env::ENDPOINTS, settings.endpoints.clone()),
+        (env::TIMEOUT, settings.timeout.clone()),
+        (env::EXEC, settings.exec.clone()),
         (
-            "HTTP_HEALTHCHECK_SIDECAR_ENDPOINTS",
-            settings.endpoints.clone(),
-        ),
-        ("HTTP_HEALTHCHECK_SIDECAR_TIMEOUT", settings.timeout.clone()),
-        ("HTTP_HEALTHCHECK_SIDECAR_EXEC", settings.exec.clone()),
-        (
-            "HTTP_HEALTHCHECK_SIDECAR_UNHEALTHY_STATUS",
+            env::UNHEALTHY_STATUS,
             settings.unhealthy_status.map(|s| s.to_string()),
         ),
     ];

@@ -229,7 +229,7 @@ fn a_node_port_outside_the_range_names_the_annotation_and_the_range() {
     assert_eq!(error.key(), keys::NODE_PORT);
     assert_eq!(
         error.to_string(),
-        "annotation healthbridge.io/node-port=\"8080\" is not a NodePort of this cluster: use a free port in 30000-32767 or remove the annotation to let Kubernetes pick one"
+        "annotation healthbridge.io/node-port: `8080` is not a NodePort of this cluster: use a free port in 30000-32767 or remove the annotation to let Kubernetes pick one"
     );
 }
 

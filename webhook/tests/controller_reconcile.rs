@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use controller_support::{Recorded, accepting, fake_api, pod, status};
 use healthbridge_webhook::controller::NodePortRange;
+use healthbridge_webhook::controller::context::{Context, Stores};
 use healthbridge_webhook::controller::desired::{desired_role, pod_identity};
+use healthbridge_webhook::controller::housekeeping::collect_garbage;
 use healthbridge_webhook::controller::reconcile::{
-    Context, ReconcileError, SLOW_RETRY, Stores, collect_garbage, error_policy, reconcile,
-    retry_after,
+    ReconcileError, SLOW_RETRY, error_policy, reconcile, retry_after,
 };
 use healthbridge_webhook::keys;
 use http::{Method, StatusCode};
@@ -443,7 +444,7 @@ async fn a_bad_annotation_keeps_the_rbac_and_says_what_to_fix() {
         events[0]["note"]
             .as_str()
             .unwrap()
-            .contains("healthbridge.io/traffic-policy=\"Nearest\"")
+            .contains("healthbridge.io/traffic-policy: `Nearest`")
     );
 }
 

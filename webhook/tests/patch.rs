@@ -462,8 +462,8 @@ fn bad_annotation_values_are_denied_with_key_value_and_what_is_accepted() {
     value["metadata"]["annotations"]["healthbridge.io/colour"] = json!("blue");
     let message = denial(&value).to_string();
     assert!(
-        message.contains("healthbridge.io/state-override: \"maybe\"")
-            && message.contains("\"true\" or \"false\""),
+        message.contains("healthbridge.io/state-override: `maybe`")
+            && message.contains("`true` or `false`"),
         "{message}"
     );
     assert!(

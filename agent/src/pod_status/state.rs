@@ -41,24 +41,8 @@ impl Contact {
     }
 }
 
-/// What `/health` answers once nothing has confirmed the pod's state for longer than `MAX_STALENESS`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum OnStale {
-    /// The unhealthy status, "pod status unknown since …": the load balancer drains what nobody can vouch for.
-    #[default]
-    Unhealthy,
-    /// The last answer, marked stale: a control-plane outage does not take every backend out at once.
-    LastKnown,
-}
-
-impl OnStale {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Unhealthy => "unhealthy",
-            Self::LastKnown => "last-known",
-        }
-    }
-}
+/// What `/health` answers once nothing has confirmed the pod's state for longer than `MAX_STALENESS` (a contract rule).
+pub use healthbridge_contract::value::OnStale;
 
 /// How old the confirmed state may get, and what to answer beyond that.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,9 +1,12 @@
 //! Pure functions from a pod to the Role, RoleBinding and Service it should have, and the check that observed objects already match.
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::str::FromStr;
 
+pub use healthbridge_contract::service::{NodePortRange, ServiceScope, TrafficPolicy};
+use healthbridge_contract::service::{
+    ServiceValueError, parse_node_port, parse_scope, parse_traffic_policy,
+};
+use healthbridge_contract::value::parse_port;
 use k8s_openapi::api::core::v1::{Pod, Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -14,7 +17,7 @@ use super::names::{object_name, short_hash};
 use crate::keys;
 
 /// The agent's port when neither its container nor `healthbridge.io/port` says otherwise.
-pub const DEFAULT_AGENT_PORT: u16 = 13000;
+pub use crate::config::DEFAULT_AGENT_PORT;
 /// Name of the Service port, so users can refer to it by name.
 pub const SERVICE_PORT_NAME: &str = "health";
 
@@ -143,71 +146,6 @@ pub fn desired_role_binding(pod: &PodIdentity) -> RoleBinding {
     }
 }
 
-/// Where the Service's `externalTrafficPolicy` points.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TrafficPolicy {
-    /// A node answers only for its own pods: what a load balancer checking each node needs.
-    Local,
-    Cluster,
-}
-
-impl TrafficPolicy {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Local => "Local",
-            Self::Cluster => "Cluster",
-        }
-    }
-}
-
-/// One Service per group (default) or one per pod.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ServiceScope {
-    Group,
-    Pod,
-}
-
-/// The NodePort range of the API server (`--service-node-port-range`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NodePortRange {
-    pub first: u16,
-    pub last: u16,
-}
-
-impl Default for NodePortRange {
-    fn default() -> Self {
-        Self {
-            first: 30000,
-            last: 32767,
-        }
-    }
-}
-
-impl fmt::Display for NodePortRange {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}-{}", self.first, self.last)
-    }
-}
-
-impl FromStr for NodePortRange {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let bad = || {
-            format!(
-                "{text:?} is not a port range: write FIRST-LAST, e.g. 30000-32767, as the API server's --service-node-port-range"
-            )
-        };
-        let (first, last) = text.split_once('-').ok_or_else(bad)?;
-        let first: u16 = first.trim().parse().map_err(|_| bad())?;
-        let last: u16 = last.trim().parse().map_err(|_| bad())?;
-        if first == 0 || first > last {
-            return Err(bad());
-        }
-        Ok(Self { first, last })
-    }
-}
-
 /// The Service settings a pod asks for with its annotations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServiceSettings {
@@ -217,27 +155,29 @@ pub struct ServiceSettings {
     pub scope: ServiceScope,
 }
 
-/// A bad Service annotation: names the key, the value and what is accepted.
+/// A bad Service annotation: names the key, then the contract's message (the webhook's denial says the same).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SettingsError {
-    #[error("annotation {key}={value:?} is not a port: use a number from 1 to 65535")]
-    Port { key: &'static str, value: String },
-    #[error(
-        "annotation {key}={value:?} is not a NodePort of this cluster: use a free port in {range} or remove the annotation to let Kubernetes pick one"
-    )]
+    #[error("annotation {key}: {why}")]
+    Port {
+        key: &'static str,
+        why: ServiceValueError,
+    },
+    #[error("annotation {key}: {why}")]
     NodePort {
         key: &'static str,
-        value: String,
-        range: NodePortRange,
+        why: ServiceValueError,
     },
-    #[error(
-        "annotation {key}={value:?} is not accepted: use Local (default: a node answers only for its own pods) or Cluster"
-    )]
-    TrafficPolicy { key: &'static str, value: String },
-    #[error(
-        "annotation {key}={value:?} is not accepted: use group (default: one Service per healthbridge.io/group) or pod"
-    )]
-    Scope { key: &'static str, value: String },
+    #[error("annotation {key}: {why}")]
+    TrafficPolicy {
+        key: &'static str,
+        why: ServiceValueError,
+    },
+    #[error("annotation {key}: {why}")]
+    Scope {
+        key: &'static str,
+        why: ServiceValueError,
+    },
 }
 
 impl SettingsError {
@@ -258,56 +198,45 @@ pub fn service_settings(pod: &Pod, range: NodePortRange) -> Result<ServiceSettin
     let port = match agent_container_port(pod) {
         Some(port) => port,
         None => match annotation(pod, keys::PORT) {
-            Some(value) => parse_port(value).ok_or_else(|| SettingsError::Port {
+            Some(value) => parse_port(value).map_err(|why| SettingsError::Port {
                 key: keys::PORT,
-                value: value.to_owned(),
+                why: why.into(),
             })?,
             None => DEFAULT_AGENT_PORT,
         },
     };
     let node_port = annotation(pod, keys::NODE_PORT)
         .map(|value| {
-            parse_port(value)
-                .filter(|port| (range.first..=range.last).contains(port))
-                .ok_or_else(|| SettingsError::NodePort {
-                    key: keys::NODE_PORT,
-                    value: value.to_owned(),
-                    range,
-                })
+            parse_node_port(value, range).map_err(|why| SettingsError::NodePort {
+                key: keys::NODE_PORT,
+                why,
+            })
         })
         .transpose()?;
-    let traffic_policy = match annotation(pod, keys::TRAFFIC_POLICY) {
-        None => TrafficPolicy::Local,
-        Some(value) if value.eq_ignore_ascii_case("local") => TrafficPolicy::Local,
-        Some(value) if value.eq_ignore_ascii_case("cluster") => TrafficPolicy::Cluster,
-        Some(value) => {
-            return Err(SettingsError::TrafficPolicy {
+    let traffic_policy = annotation(pod, keys::TRAFFIC_POLICY)
+        .map(|value| {
+            parse_traffic_policy(value).map_err(|why| SettingsError::TrafficPolicy {
                 key: keys::TRAFFIC_POLICY,
-                value: value.to_owned(),
-            });
-        }
-    };
-    let scope = match annotation(pod, keys::SERVICE_SCOPE) {
-        None => ServiceScope::Group,
-        Some(value) if value.eq_ignore_ascii_case("group") => ServiceScope::Group,
-        Some(value) if value.eq_ignore_ascii_case("pod") => ServiceScope::Pod,
-        Some(value) => {
-            return Err(SettingsError::Scope {
+                why,
+            })
+        })
+        .transpose()?
+        .unwrap_or_default();
+    let scope = annotation(pod, keys::SERVICE_SCOPE)
+        .map(|value| {
+            parse_scope(value).map_err(|why| SettingsError::Scope {
                 key: keys::SERVICE_SCOPE,
-                value: value.to_owned(),
-            });
-        }
-    };
+                why,
+            })
+        })
+        .transpose()?
+        .unwrap_or_default();
     Ok(ServiceSettings {
         port,
         node_port,
         traffic_policy,
         scope,
     })
-}
-
-fn parse_port(value: &str) -> Option<u16> {
-    value.trim().parse::<u16>().ok().filter(|port| *port != 0)
 }
 
 /// The port the injected agent container declares (in `containers` or, as a native sidecar, `initContainers`).

@@ -1,10 +1,15 @@
 //! The controller: per-pod least-privilege RBAC and per-group NodePort Services for injected pods.
 
+pub mod apply;
+pub mod context;
 pub mod desired;
+pub mod events;
 pub mod group_index;
+pub mod housekeeping;
 pub mod leader;
 pub mod metrics;
 pub mod names;
+pub mod owner;
 pub mod reconcile;
 
 use std::sync::Arc;
@@ -22,11 +27,11 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
+use self::context::{Context, Stores};
 pub use self::desired::NodePortRange;
 use self::group_index::GroupIndex;
 pub use self::leader::{LeaderError, LeaseLock, Timing};
 pub use self::metrics::register;
-use self::reconcile::{Context, Stores};
 use crate::keys;
 
 /// How often unused group Services are collected and the gauges refreshed.
@@ -244,8 +249,8 @@ pub async fn run_leading(
                 tokio::select! {
                     () = leading.cancelled() => return,
                     _ = tick.tick() => {
-                        reconcile::update_gauges(&ctx);
-                        reconcile::collect_garbage(&ctx).await;
+                        housekeeping::update_gauges(&ctx);
+                        housekeeping::collect_garbage(&ctx).await;
                     }
                 }
             }

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+use crate::value::shorten;
+
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum DurationError {
     #[error(
@@ -18,11 +20,14 @@ pub enum DurationError {
     UnknownUnit { input: String, unit: String },
     #[error("`{0}` is too large for a duration")]
     TooLarge(String),
+    #[error("`{0}` is zero: give a positive duration such as `3`, `3s` or `500ms`")]
+    Zero(String),
 }
 
 /// Parses `3` (seconds, the old tools' form), `3s`, `500ms`, `1m`, `2h`, `1.5s`; whitespace around is ignored.
 pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
     let text = input.trim();
+    let input = &shorten(input);
     if text.is_empty() {
         return Err(DurationError::Empty);
     }
@@ -51,6 +56,15 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
     };
     Duration::try_from_secs_f64(value * seconds_per_unit)
         .map_err(|_| DurationError::TooLarge(input.to_owned()))
+}
+
+/// [`parse_duration`], refusing zero: for timeouts and periods.
+pub fn parse_positive_duration(input: &str) -> Result<Duration, DurationError> {
+    let duration = parse_duration(input)?;
+    if duration.is_zero() {
+        return Err(DurationError::Zero(shorten(input)));
+    }
+    Ok(duration)
 }
 
 /// Shows a duration the way `parse_duration` reads it back (`3s`, `500ms`), for messages and `--help` defaults.
@@ -137,6 +151,26 @@ mod tests {
             parse_duration(&huge),
             Err(DurationError::TooLarge(huge.clone()))
         );
+    }
+
+    #[test]
+    fn humantime_compounds_are_not_durations_here() {
+        assert!(matches!(
+            parse_duration("1min 30s"),
+            Err(DurationError::UnknownUnit { .. })
+        ));
+        assert!(parse_duration("1m30s").is_err());
+    }
+
+    #[test]
+    fn a_positive_duration_refuses_zero_in_any_spelling() {
+        for zero in ["0", "0s", "0ms", "0.0"] {
+            assert_eq!(
+                parse_positive_duration(zero),
+                Err(DurationError::Zero(zero.into()))
+            );
+        }
+        assert_eq!(parse_positive_duration("1ms"), Ok(Duration::from_millis(1)));
     }
 
     #[test]

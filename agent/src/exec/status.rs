@@ -1,0 +1,314 @@
+//! The state of an exec check: how a run ended, fresh or stale, rendered as text, JSON or a `CheckResult`.
+
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use tokio::time::Instant;
+
+use super::spec::ExecCheck;
+use crate::duration::format_duration;
+use crate::report::CheckResult;
+
+/// How one run ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RunEnd {
+    Exited { code: i32 },
+    Signalled { signal: i32 },
+    TimedOut { after_ms: u128 },
+    CouldNotStart { error: String },
+}
+
+/// The result of one run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunOutcome {
+    pub end: RunEnd,
+    pub finished_at: SystemTime,
+    pub finished: Instant,
+    pub took: Duration,
+    pub output: String,
+    pub truncated: bool,
+}
+
+impl RunOutcome {
+    pub fn passed(&self) -> bool {
+        self.end == RunEnd::Exited { code: 0 }
+    }
+
+    pub fn describe_end(&self) -> String {
+        match &self.end {
+            RunEnd::Exited { code } => format!("exit status {code}"),
+            RunEnd::Signalled { signal } => format!("killed by signal {signal}"),
+            RunEnd::TimedOut { after_ms } => {
+                format!(
+                    "timed out after {}, process group killed",
+                    format_duration(Duration::from_millis(*after_ms as u64))
+                )
+            }
+            RunEnd::CouldNotStart { error } => format!("could not start: {error}"),
+        }
+    }
+}
+
+/// What one path answers right now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecState {
+    NoResultYet,
+    Stale {
+        age: Duration,
+        max_age: Duration,
+        last: RunOutcome,
+    },
+    Fresh(RunOutcome),
+}
+
+/// The state of one exec check, renderable as a text body, JSON or a `CheckResult`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecStatus {
+    pub path: String,
+    pub command: String,
+    pub state: ExecState,
+}
+
+#[derive(Serialize)]
+struct ExecStatusJson<'a> {
+    path: &'a str,
+    command: &'a str,
+    healthy: bool,
+    reason: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    end: Option<&'a RunEnd>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    finished_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    took_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    age_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output_truncated: Option<bool>,
+}
+
+impl ExecStatus {
+    pub fn healthy(&self) -> bool {
+        matches!(&self.state, ExecState::Fresh(outcome) if outcome.passed())
+    }
+
+    /// One line saying why, for `/all` and logs.
+    pub fn reason(&self) -> String {
+        match &self.state {
+            ExecState::NoResultYet => "no result yet".to_owned(),
+            ExecState::Stale { age, max_age, .. } => {
+                format!(
+                    "last result is {} old (max age {})",
+                    format_duration(round_ms(*age)),
+                    format_duration(*max_age)
+                )
+            }
+            ExecState::Fresh(outcome) => outcome.describe_end(),
+        }
+    }
+
+    fn last(&self) -> Option<&RunOutcome> {
+        match &self.state {
+            ExecState::NoResultYet => None,
+            ExecState::Stale { last, .. } | ExecState::Fresh(last) => Some(last),
+        }
+    }
+
+    /// Plain-text body: `ok` or `unhealthy` first (as the older bridge answered `ok`), then the details.
+    /// The output is escaped so control characters cannot forge lines or terminal sequences.
+    pub fn text_body(&self) -> String {
+        let mut body = format!(
+            "{}: {} {}\n",
+            if self.healthy() { "ok" } else { "unhealthy" },
+            self.path,
+            self.reason()
+        );
+        if let Some(last) = self.last() {
+            body.push_str(&format!(
+                "last run: {} at {} (took {})\n",
+                last.describe_end(),
+                humantime::format_rfc3339_millis(last.finished_at),
+                format_duration(round_ms(last.took))
+            ));
+            body.push_str(&format!("command: {}\n", self.command.escape_debug()));
+            body.push_str(&format!(
+                "output{}: {}\n",
+                if last.truncated { " (truncated)" } else { "" },
+                last.output.escape_debug()
+            ));
+        }
+        body
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        let last = self.last();
+        let age = match &self.state {
+            ExecState::Stale { age, .. } => Some(age.as_secs_f64() * 1000.0),
+            _ => None,
+        };
+        let doc = ExecStatusJson {
+            path: &self.path,
+            command: &self.command,
+            healthy: self.healthy(),
+            reason: self.reason(),
+            end: last.map(|l| &l.end),
+            finished_at: last.map(|l| humantime::format_rfc3339_millis(l.finished_at).to_string()),
+            took_ms: last.map(|l| l.took.as_secs_f64() * 1000.0),
+            age_ms: age,
+            output: last.map(|l| l.output.as_str()),
+            output_truncated: last.map(|l| l.truncated),
+        };
+        serde_json::to_value(doc).unwrap_or(serde_json::Value::Null)
+    }
+
+    pub fn to_check_result(&self) -> CheckResult {
+        let name = format!("exec:{}", self.path);
+        let result = if self.healthy() {
+            CheckResult::pass(name, self.reason())
+        } else {
+            CheckResult::fail(name, self.reason())
+        };
+        match self.last() {
+            Some(last) => result.with_latency(last.took),
+            None => result,
+        }
+    }
+}
+
+fn round_ms(d: Duration) -> Duration {
+    Duration::from_millis(d.as_millis() as u64)
+}
+
+/// The state of every check at `now`: stale beyond max age, unhealthy before the first result.
+pub fn evaluate(
+    check: &ExecCheck,
+    last: Option<&RunOutcome>,
+    max_age: Duration,
+    now: Instant,
+) -> ExecStatus {
+    let state = match last {
+        None => ExecState::NoResultYet,
+        Some(last) => {
+            let age = now.saturating_duration_since(last.finished);
+            if age > max_age {
+                ExecState::Stale {
+                    age,
+                    max_age,
+                    last: last.clone(),
+                }
+            } else {
+                ExecState::Fresh(last.clone())
+            }
+        }
+    };
+    ExecStatus {
+        path: check.path.clone(),
+        command: check.command.clone(),
+        state,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::exec::spec::Invocation;
+
+    fn outcome_at(end: RunEnd, finished: Instant) -> RunOutcome {
+        RunOutcome {
+            end,
+            finished_at: SystemTime::UNIX_EPOCH,
+            finished,
+            took: Duration::from_millis(3),
+            output: "line\n\u{1b}[31mred".to_owned(),
+            truncated: false,
+        }
+    }
+
+    fn check() -> ExecCheck {
+        ExecCheck {
+            path: "/healthz".into(),
+            command: "ls /tmp".into(),
+            invocation: Invocation::Shell {
+                shell: "sh".into(),
+                script: "ls /tmp".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn before_the_first_run_the_check_is_unhealthy() {
+        let status = evaluate(&check(), None, Duration::from_secs(30), Instant::now());
+        assert!(!status.healthy());
+        assert_eq!(status.reason(), "no result yet");
+        assert_eq!(status.text_body(), "unhealthy: /healthz no result yet\n");
+        assert_eq!(
+            status.to_check_result(),
+            CheckResult::fail("exec:/healthz", "no result yet")
+        );
+    }
+
+    #[test]
+    fn a_fresh_pass_is_healthy_and_a_fresh_failure_is_not() {
+        let now = Instant::now();
+        let pass = evaluate(
+            &check(),
+            Some(&outcome_at(RunEnd::Exited { code: 0 }, now)),
+            Duration::from_secs(30),
+            now,
+        );
+        assert!(pass.healthy());
+        assert!(
+            pass.text_body().starts_with("ok: /healthz exit status 0\n"),
+            "{}",
+            pass.text_body()
+        );
+        let fail = evaluate(
+            &check(),
+            Some(&outcome_at(RunEnd::Exited { code: 2 }, now)),
+            Duration::from_secs(30),
+            now,
+        );
+        assert!(!fail.healthy());
+        assert_eq!(fail.reason(), "exit status 2");
+    }
+
+    #[test]
+    fn a_result_older_than_max_age_is_stale() {
+        let finished = Instant::now();
+        let later = finished + Duration::from_secs(31);
+        let status = evaluate(
+            &check(),
+            Some(&outcome_at(RunEnd::Exited { code: 0 }, finished)),
+            Duration::from_secs(30),
+            later,
+        );
+        assert!(!status.healthy());
+        assert_eq!(status.reason(), "last result is 31s old (max age 30s)");
+    }
+
+    #[test]
+    fn output_is_escaped_in_text_and_exact_in_json() {
+        let now = Instant::now();
+        let status = evaluate(
+            &check(),
+            Some(&outcome_at(RunEnd::Exited { code: 1 }, now)),
+            Duration::from_secs(30),
+            now,
+        );
+        let body = status.text_body();
+        assert!(body.contains(r"output: line\n\u{1b}[31mred"), "{body}");
+        assert_eq!(body.lines().count(), 4, "{body}");
+        let json = status.to_json();
+        assert_eq!(json["output"], "line\n\u{1b}[31mred");
+        assert_eq!(
+            json["end"],
+            serde_json::json!({"kind": "exited", "code": 1})
+        );
+        assert_eq!(json["healthy"], false);
+        assert_eq!(json["finished_at"], "1970-01-01T00:00:00.000Z");
+    }
+}

@@ -1,0 +1,141 @@
+//! What every reconcile shares: the client, the caches of observed objects, the event recorder and the
+//! controller's own memory (ReplicaSet owners, failure counts, per-Service apply slots).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::ResourceExt;
+use kube::runtime::events::Recorder;
+use kube::runtime::reflector::{ObjectRef, Store};
+
+use super::desired::{NodePortRange, is_uninjected};
+use super::group_index::GroupIndex;
+use crate::config::SYSTEM_NAMESPACES;
+use crate::keys;
+
+/// Everything a reconcile needs: the client, the caches of observed objects and the event recorder.
+pub struct Context {
+    pub client: kube::Client,
+    pub pods: Store<Pod>,
+    pub roles: Store<Role>,
+    pub role_bindings: Store<RoleBinding>,
+    pub services: Store<Service>,
+    pub recorder: Recorder,
+    pub node_port_range: NodePortRange,
+    /// ReplicaSet UID → its workload: a ReplicaSet's controller never changes, so it is fetched once.
+    pub(super) replica_set_owners: Mutex<HashMap<String, OwnerReference>>,
+    /// Consecutive failures per pod, for the backoff of the error policy.
+    pub(super) failures: Mutex<HashMap<ObjectRef<Pod>, u32>>,
+    /// Pods already warned about as uninjected, so each gets one Event, not one per change.
+    pub(super) warned_uninjected: Mutex<HashSet<String>>,
+    /// Namespaces the webhook never injects: an opted-in pod there is not "uninjected", it is excluded.
+    pub(super) never_injected: HashSet<String>,
+    /// Per Service: a lock so that pods of one group do not apply it concurrently, and what was last applied.
+    pub(super) service_slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Applied>>>>>,
+    /// The pods of each group, fed from the same events as `pods`; without it (a store fed directly) a group is
+    /// found by scanning every pod.
+    pub(super) group_index: Option<Arc<GroupIndex>>,
+}
+
+/// A Service as the API server returned it from our apply, and when.
+pub(super) struct Applied {
+    pub(super) service: Service,
+    pub(super) at: std::time::Instant,
+}
+
+/// How long a just-applied Service is trusted over the cache, which may not have seen it yet. Short: a user
+/// edit landing within this window after our apply is set back at the next resync instead of at once.
+pub(super) const APPLIED_MEMO: Duration = Duration::from_secs(2);
+
+impl Context {
+    pub fn new(
+        client: kube::Client,
+        stores: Stores,
+        recorder: Recorder,
+        node_port_range: NodePortRange,
+    ) -> Self {
+        Self {
+            client,
+            pods: stores.pods,
+            roles: stores.roles,
+            role_bindings: stores.role_bindings,
+            services: stores.services,
+            recorder,
+            node_port_range,
+            replica_set_owners: Mutex::default(),
+            failures: Mutex::default(),
+            warned_uninjected: Mutex::default(),
+            never_injected: SYSTEM_NAMESPACES.map(str::to_owned).into(),
+            service_slots: Mutex::default(),
+            group_index: None,
+        }
+    }
+
+    /// Finds a group's pods through `index`, which must see the same watcher events as the pod store.
+    #[must_use]
+    pub fn with_group_index(mut self, index: Arc<GroupIndex>) -> Self {
+        self.group_index = Some(index);
+        self
+    }
+
+    /// The cached pods labelled with `group` in `namespace`: O(group size) with the index, O(pods) without.
+    pub fn pods_in_group(&self, namespace: &str, group: &str) -> Vec<Arc<Pod>> {
+        // The store is the truth: an index entry is only a candidate, checked against the cached pod.
+        let in_group = |pod: &Pod| {
+            pod.namespace().as_deref() == Some(namespace)
+                && pod.labels().get(keys::GROUP_LABEL).map(String::as_str) == Some(group)
+        };
+        match &self.group_index {
+            Some(index) => index
+                .members(namespace, group)
+                .iter()
+                .filter_map(|reference| self.pods.get(reference))
+                .filter(|pod| in_group(pod))
+                .collect(),
+            None => self.pods.state_filter(|pod| in_group(pod)),
+        }
+    }
+
+    /// Adds namespaces the webhook skips (its own, and any configured exclusions).
+    #[must_use]
+    pub fn never_injecting(mut self, namespaces: impl IntoIterator<Item = String>) -> Self {
+        self.never_injected.extend(namespaces);
+        self
+    }
+
+    pub(super) fn service_slot(&self, key: &str) -> Arc<tokio::sync::Mutex<Option<Applied>>> {
+        let mut slots = self
+            .service_slots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        slots.entry(key.to_owned()).or_default().clone()
+    }
+
+    /// Drops the slots no reconcile holds: their memo is past [`APPLIED_MEMO`] long before housekeeping runs.
+    pub(super) fn forget_idle_service_slots(&self) {
+        let mut slots = self
+            .service_slots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        slots.retain(|_, slot| Arc::strong_count(slot) > 1);
+    }
+
+    pub(super) fn missed_by_webhook(&self, pod: &Pod) -> bool {
+        is_uninjected(pod)
+            && pod
+                .namespace()
+                .is_none_or(|namespace| !self.never_injected.contains(&namespace))
+    }
+}
+
+/// The caches the reconciler compares against.
+pub struct Stores {
+    pub pods: Store<Pod>,
+    pub roles: Store<Role>,
+    pub role_bindings: Store<RoleBinding>,
+    pub services: Store<Service>,
+}
