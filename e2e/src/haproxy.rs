@@ -204,6 +204,26 @@ impl HaProxy {
         outcome.with_context(|| format!("the servers' last states: {last:?}"))
     }
 
+    /// Reads the servers' states every 100 ms for `window` and fails at the first reading for
+    /// which `wanted` does not hold: a state that lasts, not one caught in passing.
+    pub async fn hold(
+        &self,
+        what: &str,
+        window: Duration,
+        wanted: impl Fn(&States) -> bool,
+    ) -> anyhow::Result<()> {
+        let until = tokio::time::Instant::now() + window;
+        let mut sampler = tokio::time::interval(Duration::from_millis(100));
+        while tokio::time::Instant::now() < until {
+            sampler.tick().await;
+            let states = self.states().await?;
+            if !wanted(&states) {
+                bail!("haproxy should keep seeing {what} for {window:?}, it sees {states:?}");
+            }
+        }
+        Ok(())
+    }
+
     async fn command(&self, command: &str) -> anyhow::Result<String> {
         let mut stream = UnixStream::connect(self.dir.path().join("admin.sock")).await?;
         stream.write_all(format!("{command}\n").as_bytes()).await?;

@@ -11,6 +11,7 @@ use anyhow::{Context, ensure};
 use healthbridge_e2e::fixtures::{describe, is_ready};
 use healthbridge_e2e::haproxy::{HaProxy, Server, States, is_down, is_up};
 use healthbridge_e2e::nodes::node_name;
+use healthbridge_e2e::poll::poll_until;
 use healthbridge_e2e::{Node, Scenario, demo_pod};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{Pod, Service};
@@ -25,6 +26,8 @@ const SETTLE: Duration = Duration::from_secs(60);
 const TRAFFIC_PORT: u16 = 7000;
 /// How often the tests read HAProxy's stats while something changes (its checks run every 250 ms).
 const SAMPLE: Duration = Duration::from_millis(100);
+/// How long a state must last to count: 8 of HAProxy's checks.
+const HOLD: Duration = Duration::from_secs(2);
 
 const MOVE_NODE_PORT: u16 = 30083;
 const DAEMONSET_NODE_PORT: u16 = 30084;
@@ -117,6 +120,18 @@ async fn a_pod_pinned_to_node_a_makes_only_a_up_and_moving_it_to_b_moves_the_up(
                     tokio::time::sleep(SAMPLE).await;
                 }
                 let pod_start = new_pod_start.context("the new pod's start was not measured")?;
+                // The old pod's 503 while it terminates is DOWN too: A must stay DOWN once it is gone.
+                poll_until("the old pod on node A to be gone", SETTLE, || async {
+                    let pods = pods_of(&s, "mover").await?;
+                    Ok(pods
+                        .iter()
+                        .all(|pod| node_name(pod) != Some(a.name.as_str()))
+                        .then_some(()))
+                })
+                .await?;
+                haproxy
+                    .hold("node B UP and node A DOWN", HOLD, up_and_down(&b, &a))
+                    .await?;
                 eprintln!(
                     "moved to {}: A DOWN and B UP after {:?}; the new pod started in {pod_start:?}; both DOWN at most {longest_both_down:?}",
                     b.name,
@@ -168,10 +183,9 @@ async fn a_daemonset_keeps_both_nodes_up_and_an_unready_app_takes_out_only_its_n
                 tokio::time::sleep(SAMPLE).await;
                 last = haproxy.states().await?;
             }
-            ensure!(
-                is_up(&last, &a.name),
-                "node A is not UP while only B's app is unready: {last:?}"
-            );
+            haproxy
+                .hold("node A UP and node B DOWN", HOLD, up_and_down(&a, &b))
+                .await?;
             eprintln!(
                 "node B DOWN {:?} after its app turned unready; node A stayed UP",
                 started.elapsed()

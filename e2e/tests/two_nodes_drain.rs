@@ -23,6 +23,8 @@ const SETTLE: Duration = Duration::from_secs(60);
 const DRAIN: Duration = Duration::from_secs(120);
 /// How often the test reads HAProxy's stats and the pod during the drain (checks run every 250 ms).
 const SAMPLE: Duration = Duration::from_millis(50);
+/// How long the final state must last to count: 8 of HAProxy's checks.
+const HOLD: Duration = Duration::from_secs(2);
 
 /// Uncordons the node when dropped, so a failed test leaves no cordoned node behind.
 struct Uncordon {
@@ -113,11 +115,12 @@ async fn draining_node_b_takes_it_out_before_its_pod_is_gone_and_node_a_stays_up
                 "node B left the backend only after its pod was gone ({b_down_at:?} vs {gone_at:?}): no drain window for the load balancer"
             );
             drain.await?.context("kubectl drain")?;
-            let states = haproxy.states().await?;
-            ensure!(
-                is_up(&states, &a.name) && is_down(&states, &b.name),
-                "after the drain node A should be UP and B DOWN: {states:?}"
-            );
+            // With B's pod gone, B must stay out (no local endpoint), A in.
+            haproxy
+                .hold("node A UP and node B DOWN after the drain", HOLD, |states| {
+                    is_up(states, &a.name) && is_down(states, &b.name)
+                })
+                .await?;
             Ok(())
         })
         .await
