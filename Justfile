@@ -4,6 +4,10 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 
 export CARGO_TERM_COLOR := "never"
 
+# Nodes of the local cluster: `NODES=2 just up` adds node-b (its own network namespace,
+# containerd, kubelet, kube-proxy); the end-to-end suite always runs on 2.
+nodes := env_var_or_default("NODES", "1")
+
 default:
     @just --list
 
@@ -36,20 +40,20 @@ manifests:
     scripts/manifests
 
 # Fail when manifests/healthbridge.yaml is not what the chart renders (helm comes with cluster-up).
-manifests-check: cluster-up
+manifests-check n=nodes: (cluster-up n)
     scripts/manifests
     git diff --exit-code -- manifests/ || (echo "manifests/ is out of date with charts/: run 'just manifests' and commit" >&2; exit 1)
 
-# Build the pinned Kubernetes binaries (cached outside the repo) and start a local single-node cluster.
-cluster-up: deps
-    e2e/cluster/up
+# Build the pinned Kubernetes binaries (cached outside the repo) and start the local cluster with n nodes (1 or 2).
+cluster-up n=nodes: deps
+    HB_NODES={{n}} e2e/cluster/up
 
 # Stop the local cluster and remove its state.
 down:
     e2e/cluster/down
 
-# End-to-end tests on the local real cluster (starts it if needed).
-e2e: images cluster-up manifests-check
+# End-to-end tests on the local real cluster with two nodes (starts it if needed).
+e2e: images (cluster-up "2") (manifests-check "2")
     e2e/run
 
 # The main job: a local real cluster with healthbridge installed and a demo workload.

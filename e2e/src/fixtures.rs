@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
 
@@ -17,6 +17,8 @@ pub const NODE_PORT: &str = "healthbridge.io/node-port";
 pub const APP_CONTAINER: &str = "app";
 /// Where scripts/images puts the demo binary in its image.
 pub const DEMO_BINARY: &str = "/usr/local/bin/healthbridge-demo";
+/// The well-known label every kubelet puts on its Node: its name.
+pub const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
 
 /// A file of this repository (the chart, the examples), found from the e2e crate's own directory.
 pub fn repo_path(relative: &str) -> PathBuf {
@@ -42,6 +44,8 @@ pub fn demo_pod(name: &str) -> DemoPod {
         annotations: BTreeMap::new(),
         labels: BTreeMap::from([("app".to_owned(), name.to_owned())]),
         service_account: None,
+        node: None,
+        one_per_node: false,
     }
 }
 
@@ -51,6 +55,8 @@ pub struct DemoPod {
     annotations: BTreeMap<String, String>,
     labels: BTreeMap<String, String>,
     service_account: Option<String>,
+    node: Option<String>,
+    one_per_node: bool,
 }
 
 impl DemoPod {
@@ -76,6 +82,18 @@ impl DemoPod {
 
     pub fn with_service_account(mut self, name: &str) -> Self {
         self.service_account = Some(name.to_owned());
+        self
+    }
+
+    /// Schedules the pods on the node `name` only (a `kubernetes.io/hostname` node selector).
+    pub fn on_node(mut self, name: &str) -> Self {
+        self.node = Some(name.to_owned());
+        self
+    }
+
+    /// At most one pod of this app per node (required pod anti-affinity on the hostname).
+    pub fn one_per_node(mut self) -> Self {
+        self.one_per_node = true;
         self
     }
 
@@ -111,6 +129,17 @@ impl DemoPod {
         if let Some(account) = &self.service_account {
             spec["serviceAccountName"] = json!(account);
         }
+        if let Some(node) = &self.node {
+            spec["nodeSelector"] = json!({ HOSTNAME_LABEL: node });
+        }
+        if self.one_per_node {
+            spec["affinity"] = json!({ "podAntiAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": [{
+                    "labelSelector": { "matchLabels": { "app": self.name } },
+                    "topologyKey": HOSTNAME_LABEL,
+                }],
+            }});
+        }
         json!({
             "metadata": { "labels": self.labels, "annotations": self.annotations },
             "spec": spec,
@@ -128,6 +157,17 @@ impl DemoPod {
             "metadata": { "name": self.name },
             "spec": {
                 "replicas": replicas,
+                "selector": { "matchLabels": { "app": self.name } },
+                "template": self.template(),
+            },
+        }))?)
+    }
+
+    /// A DaemonSet of the pod: one on every node.
+    pub fn daemon_set(&self) -> anyhow::Result<DaemonSet> {
+        Ok(serde_json::from_value(json!({
+            "metadata": { "name": self.name },
+            "spec": {
                 "selector": { "matchLabels": { "app": self.name } },
                 "template": self.template(),
             },

@@ -1,17 +1,20 @@
-//! The load balancer's view of a health endpoint: one plain HTTP GET on a loopback port.
+//! The load balancer's view of a health endpoint: one plain HTTP GET on a node's port.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Status code of `GET <path>` on `127.0.0.1:<port>` (what `curl 127.0.0.1:<port><path>` shows).
-pub async fn status_on_loopback(port: u16, path: &str) -> anyhow::Result<u16> {
+const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+/// Status code of `GET <path>` on `<host>:<port>` (what `curl http://<host>:<port><path>` shows).
+pub async fn status_at(host: IpAddr, port: u16, path: &str) -> anyhow::Result<u16> {
+    let target = SocketAddr::new(host, port);
     let exchange = async {
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
-        let request =
-            format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+        let mut stream = TcpStream::connect(target).await?;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n");
         stream.write_all(request.as_bytes()).await?;
         let mut head = Vec::new();
         let mut buffer = [0_u8; 256];
@@ -26,14 +29,19 @@ pub async fn status_on_loopback(port: u16, path: &str) -> anyhow::Result<u16> {
     };
     let head = tokio::time::timeout(Duration::from_secs(2), exchange)
         .await
-        .with_context(|| format!("no answer from 127.0.0.1:{port} within 2 s"))?
-        .with_context(|| format!("GET 127.0.0.1:{port}{path}"))?;
+        .with_context(|| format!("no answer from {target} within 2 s"))?
+        .with_context(|| format!("GET {target}{path}"))?;
     let line = String::from_utf8_lossy(&head);
     let status_line = line.lines().next().unwrap_or_default();
     match status_line.split_whitespace().nth(1).map(str::parse::<u16>) {
         Some(Ok(code)) if status_line.starts_with("HTTP/") => Ok(code),
-        _ => bail!("127.0.0.1:{port}{path} answered without an HTTP status line: {status_line:?}"),
+        _ => bail!("{target}{path} answered without an HTTP status line: {status_line:?}"),
     }
+}
+
+/// [`status_at`] on 127.0.0.1, where node A's NodePorts also answer.
+pub async fn status_on_loopback(port: u16, path: &str) -> anyhow::Result<u16> {
+    status_at(LOOPBACK, port, path).await
 }
 
 /// A load balancer's answer: the status code and the body, e.g. which check of `/all` failed.
@@ -43,12 +51,12 @@ pub struct Answer {
     pub body: String,
 }
 
-/// `GET <path>` on `127.0.0.1:<port>` read to the end (the request says `Connection: close`).
-pub async fn get_on_loopback(port: u16, path: &str) -> anyhow::Result<Answer> {
+/// `GET <path>` on `<host>:<port>` read to the end (the request says `Connection: close`).
+pub async fn get_at(host: IpAddr, port: u16, path: &str) -> anyhow::Result<Answer> {
+    let target = SocketAddr::new(host, port);
     let exchange = async {
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
-        let request =
-            format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+        let mut stream = TcpStream::connect(target).await?;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n");
         stream.write_all(request.as_bytes()).await?;
         let mut response = Vec::new();
         stream.read_to_end(&mut response).await?;
@@ -56,10 +64,15 @@ pub async fn get_on_loopback(port: u16, path: &str) -> anyhow::Result<Answer> {
     };
     let response = tokio::time::timeout(Duration::from_secs(2), exchange)
         .await
-        .with_context(|| format!("no answer from 127.0.0.1:{port} within 2 s"))?
-        .with_context(|| format!("GET 127.0.0.1:{port}{path}"))?;
+        .with_context(|| format!("no answer from {target} within 2 s"))?
+        .with_context(|| format!("GET {target}{path}"))?;
     parse_answer(&String::from_utf8_lossy(&response))
-        .with_context(|| format!("127.0.0.1:{port}{path} answered"))
+        .with_context(|| format!("{target}{path} answered"))
+}
+
+/// [`get_at`] on 127.0.0.1, where node A's NodePorts also answer.
+pub async fn get_on_loopback(port: u16, path: &str) -> anyhow::Result<Answer> {
+    get_at(LOOPBACK, port, path).await
 }
 
 /// Splits a raw HTTP/1.1 response into status and body (chunked bodies are joined).

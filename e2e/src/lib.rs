@@ -5,10 +5,12 @@ pub mod echo;
 pub mod fixtures;
 pub mod haproxy;
 pub mod http;
+pub mod nodes;
 pub mod poll;
 pub mod scenario;
 
 pub use cluster::Cluster;
 pub use fixtures::{DemoPod, demo_pod};
+pub use nodes::Node;
 pub use poll::poll_until;
 pub use scenario::Scenario;

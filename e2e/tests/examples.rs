@@ -5,6 +5,10 @@
 //! Deployment) and haproxy.cfg binds 127.0.0.1:17000 and 17001: each example is used by exactly
 //! one test of this binary, and no other test uses these ports. `just up` (e2e/demo-up) runs the
 //! pinned example in the namespace `demo`; that test then checks the running one (see below).
+//!
+//! The examples' comments say `127.0.0.1`: that is node A's address here, and from a node itself
+//! kube-proxy sends even a Local NodePort's traffic to every endpoint, so it reaches a pod on
+//! either node. Each node answering for its own pods only is what two_nodes.rs shows.
 
 use std::time::Duration;
 
@@ -69,6 +73,15 @@ async fn wait_for_haproxy_server(haproxy: &HaProxy, wanted: &str) -> anyhow::Res
     .await
 }
 
+/// The names of the UDP DaemonSet's pods, one per node.
+async fn daemon_set_pods(s: &Scenario) -> anyhow::Result<Vec<String>> {
+    let pods: Api<Pod> = s.api();
+    let list = pods
+        .list(&ListParams::default().labels("app.kubernetes.io/name=demo-udp"))
+        .await?;
+    list.items.iter().map(pod_name).collect()
+}
+
 #[tokio::test]
 async fn the_udp_daemonset_echoes_on_its_node_port_and_the_example_haproxy_follows_its_health()
 -> anyhow::Result<()> {
@@ -80,10 +93,10 @@ async fn the_udp_daemonset_echoes_on_its_node_port_and_the_example_haproxy_follo
             "nodePorts {pinned:?}, pinned by udp-daemonset.yaml, are held by {holders:?}: free them to run this test"
         );
         s.apply_example("udp-daemonset.yaml")?;
+        s.kubectl(&["rollout", "status", "daemonset/demo-udp", "--timeout=3m"])?;
         let pod = s
             .wait_for_ready_pod("app.kubernetes.io/name=demo-udp", STARTUP)
             .await?;
-        let name = pod_name(&pod)?;
         let health_port = health_port_of(&s, &pod).await?;
         ensure!(
             health_port == UDP_HEALTH_NODE_PORT,
@@ -116,14 +129,20 @@ async fn the_udp_daemonset_echoes_on_its_node_port_and_the_example_haproxy_follo
                 String::from_utf8_lossy(&echo)
             );
             // The example's comment: rm-ready makes that node answer 503, and haproxy takes it out.
-            s.set_app_ready(&name, false)?;
+            // Its check of 127.0.0.1 may reach the pod of any node (see above): make them all unready.
+            let pods = daemon_set_pods(&s).await?;
+            for name in &pods {
+                s.set_app_ready(name, false)?;
+            }
             wait_for_haproxy_server(&haproxy, "DOWN").await?;
             let unready = get_on_loopback(UDP_HEALTH_NODE_PORT, "/health").await;
             ensure!(
                 matches!(&unready, Ok(answer) if answer.status == 503),
                 "with the app unready the node's health check should answer 503, it answered {unready:?}"
             );
-            s.set_app_ready(&name, true)?;
+            for name in &pods {
+                s.set_app_ready(name, true)?;
+            }
             wait_for_haproxy_server(&haproxy, "UP").await?;
             anyhow::Ok(())
         }

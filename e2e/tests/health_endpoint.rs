@@ -1,10 +1,13 @@
-//! The health endpoint as a load balancer sees it: `GET /health` on the pinned NodePort of 127.0.0.1.
+//! The health endpoint as a load balancer sees it: `GET /health` on the pinned NodePort of the
+//! pod's node (its InternalIP; with two nodes either may run the pod).
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
 use healthbridge_e2e::fixtures::{condition, is_ready};
-use healthbridge_e2e::http::status_on_loopback;
+use healthbridge_e2e::http::status_at;
+use healthbridge_e2e::nodes::host_address;
 use healthbridge_e2e::poll::{poll_until, when};
 use healthbridge_e2e::{Scenario, demo_pod};
 use k8s_openapi::api::core::v1::{Pod, Service};
@@ -15,8 +18,8 @@ const NODE_PORT: u16 = 30081;
 const REACTION: Duration = Duration::from_secs(2);
 const STARTUP: Duration = Duration::from_secs(120);
 
-async fn health() -> anyhow::Result<u16> {
-    status_on_loopback(NODE_PORT, "/health").await
+async fn health(node: IpAddr) -> anyhow::Result<u16> {
+    status_at(node, NODE_PORT, "/health").await
 }
 
 #[tokio::test]
@@ -50,12 +53,14 @@ async fn the_node_port_answers_with_the_apps_readiness_and_drains_on_deletion() 
             "the Service's nodePorts are {node_ports:?}, expected the pinned {NODE_PORT}"
         );
 
-        s.wait_for_pod("web", "to be Ready", STARTUP, is_ready)
+        let pod = s
+            .wait_for_pod("web", "to be Ready", STARTUP, is_ready)
             .await?;
+        let node = host_address(&pod)?;
         poll_until(
             "GET /health on the NodePort to say 200",
             Duration::from_secs(60),
-            || async { Ok(when(health().await?, |status| *status == 200)) },
+            || async { Ok(when(health(node).await?, |status| *status == 200)) },
         )
         .await?;
 
@@ -68,7 +73,7 @@ async fn the_node_port_answers_with_the_apps_readiness_and_drains_on_deletion() 
         poll_until(
             "GET /health to say 503 after the pod turned unready",
             REACTION,
-            || async { Ok(when(health().await?, |status| *status == 503)) },
+            || async { Ok(when(health(node).await?, |status| *status == 503)) },
         )
         .await
         // A refused connection here means the Service dropped the unready pod from its endpoints.
@@ -78,7 +83,7 @@ async fn the_node_port_answers_with_the_apps_readiness_and_drains_on_deletion() 
         poll_until(
             "GET /health to say 200 again",
             Duration::from_secs(30),
-            || async { Ok(when(health().await?, |status| *status == 200)) },
+            || async { Ok(when(health(node).await?, |status| *status == 200)) },
         )
         .await?;
 
@@ -89,7 +94,7 @@ async fn the_node_port_answers_with_the_apps_readiness_and_drains_on_deletion() 
             "GET /health to stop saying 200 after deletion",
             Duration::from_secs(30),
             || async {
-                Ok(match health().await {
+                Ok(match health(node).await {
                     Ok(200) => None,
                     other => Some(other.map_err(|error| format!("{error:#}"))),
                 })
