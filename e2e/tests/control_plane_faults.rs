@@ -6,6 +6,7 @@
 
 use std::ffi::OsString;
 use std::fs::OpenOptions;
+use std::net::{IpAddr, Ipv4Addr};
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
 use healthbridge_e2e::fixtures::{AGENT_CONTAINER, APP_CONTAINER, is_ready};
-use healthbridge_e2e::haproxy::HaProxy;
+use healthbridge_e2e::haproxy::{HaProxy, SERVER, Server};
 use healthbridge_e2e::http::{Answer, get_on_loopback};
 use healthbridge_e2e::poll::poll_until;
 use healthbridge_e2e::{Cluster, Scenario, demo_pod};
@@ -376,7 +377,9 @@ async fn the_node_port_answers_503_within_the_bound_while_the_control_plane_is_d
         s.wait_for_pod(POD, "to be Ready", Duration::from_secs(120), is_ready)
             .await?;
         health_until("the first 200", Instant::now(), Duration::from_secs(60), ok).await?;
-        let haproxy = HaProxy::start(NODE_PORT, NODE_PORT).await?;
+        // The hand-written Service has the Cluster policy: the loopback NodePort reaches the pod on either node.
+        let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let haproxy = HaProxy::start(Server::new(SERVER, loopback, NODE_PORT, NODE_PORT)).await?;
         let outcome = async {
             haproxy_until(&haproxy, "UP", Instant::now(), Duration::from_secs(30)).await?;
             // An API server that stops answering: the last contact is at most the fault itself.
