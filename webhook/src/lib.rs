@@ -15,3 +15,4 @@ pub mod run;
 pub mod server;
 pub mod shutdown;
 pub mod tls;
+pub mod trust;

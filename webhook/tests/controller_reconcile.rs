@@ -6,7 +6,7 @@ mod controller_support;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use controller_support::{Recorded, accepting, fake_api, pod, status};
+use controller_support::{Recorded, accepting, agent_images, fake_api, pod, status};
 use healthbridge_webhook::controller::NodePortRange;
 use healthbridge_webhook::controller::context::{Context, Stores};
 use healthbridge_webhook::controller::desired::{desired_role, pod_identity};
@@ -59,6 +59,7 @@ fn world(respond: impl Fn(&Recorded) -> (StatusCode, Value) + Send + Sync + 'sta
         stores,
         recorder,
         NodePortRange::default(),
+        agent_images(),
     ));
     World {
         ctx,
@@ -467,7 +468,7 @@ async fn a_per_pod_service_labels_the_pod_and_selects_that_label() {
     assert_eq!(label.body["metadata"]["labels"][keys::POD_LABEL], "debug");
     let service = writes
         .iter()
-        .find(|request| request.path.ends_with("/services/debug-healthbridge"))
+        .find(|request| request.path.ends_with("/services/debug-healthbridge-pod"))
         .unwrap();
     assert_eq!(service.body["spec"]["selector"][keys::POD_LABEL], "debug");
     assert_eq!(
