@@ -614,7 +614,9 @@ async fn a_forged_marker_with_a_hand_set_group_label_gets_nothing() {
         .app_on_port(8080)
         .with_annotation(keys::PORT, "8080")
         .build();
-    let world = checkout_world(accepting).await.with_pods(&[forged.clone()]);
+    let world = checkout_world(accepting)
+        .await
+        .with_pods(std::slice::from_ref(&forged));
 
     world.reconcile(&forged).await.unwrap();
     world.reconcile(&checkout_pod()).await.unwrap();
