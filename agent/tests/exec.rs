@@ -168,11 +168,11 @@ async fn a_run_over_its_timeout_kills_the_whole_group_and_leaves_no_zombie() {
 
     let outcome = run_once(
         &shell("echo $$; sleep 300 & sleep 300"),
-        Duration::from_millis(500),
+        Duration::from_secs(2),
     )
     .await;
 
-    assert_eq!(outcome.end, RunEnd::TimedOut { after_ms: 500 });
+    assert_eq!(outcome.end, RunEnd::TimedOut { after_ms: 2000 });
     let pgid: u32 = outcome.output.trim().parse().unwrap();
     eventually(
         "no process of the killed group is left, not even a zombie",
@@ -240,7 +240,11 @@ async fn many_runs_leak_no_file_descriptors() {
         run_once(&shell("echo hi"), Duration::from_secs(10)).await;
         run_once(&shell("sleep 5"), Duration::from_millis(20)).await;
     }
-    assert_eq!(open_fds(), before);
+    // The reaper hands a run's pipes back a moment after its outcome: wait for them, bounded.
+    eventually("every descriptor of the runs is closed again", || {
+        open_fds() <= before
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -276,4 +280,93 @@ fn is_running(pid: u32) -> bool {
         s.rsplit_once(") ")
             .is_some_and(|(_, rest)| !rest.starts_with('Z'))
     })
+}
+
+/// True while a process `pid` exists at all, zombie included.
+fn exists(pid: u32) -> bool {
+    Path::new("/proc").join(pid.to_string()).exists()
+}
+
+fn pids(output: &str) -> Vec<u32> {
+    output
+        .split_whitespace()
+        .filter_map(|word| word.parse().ok())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_passing_run_ends_with_its_command_and_its_background_children_are_killed_and_reaped() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    // Before, `sleep 100` held the output pipe and the run timed out; a child writing elsewhere outlived the
+    // run and, re-parented to the agent, stayed a zombie once it exited.
+    let outcome = run_once(
+        &shell("sleep 100 & echo $!; sleep 0.2 >/dev/null 2>&1 & echo $!; true"),
+        Duration::from_secs(10),
+    )
+    .await;
+
+    assert_eq!(outcome.end, RunEnd::Exited { code: 0 });
+    assert!(outcome.took < Duration::from_secs(5), "{:?}", outcome.took);
+    let children = pids(&outcome.output);
+    assert_eq!(children.len(), 2, "{}", outcome.output);
+    eventually(
+        "both background children are gone, not even zombies",
+        || !children.iter().any(|pid| exists(*pid)),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_setsid_escapee_is_killed_with_its_run_on_timeout() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("escapee");
+    // The escapee leaves the run's process group and session; killing the group alone missed it.
+    let script = format!(
+        "setsid sh -c 'echo $$ > {}; exec sleep 300' & sleep 300",
+        pid_file.display()
+    );
+
+    let outcome = run_once(&shell(&script), Duration::from_millis(500)).await;
+
+    assert_eq!(outcome.end, RunEnd::TimedOut { after_ms: 500 });
+    let escapee: u32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    eventually("the escapee is gone, not even a zombie", || {
+        !exists(escapee)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn shutdown_kills_a_setsid_escapee_of_a_running_command() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("escapee");
+    let spec = format!(
+        "/slow=setsid sh -c 'echo $$ > {}; exec sleep 300' & sleep 300",
+        pid_file.display()
+    );
+    let args = ExecArgs {
+        exec_period: Duration::from_secs(60),
+        exec_max_age: Duration::from_secs(60),
+        ..exec_checks(&[&spec])
+    };
+    let (_checks, shutdown) = started(&args);
+    eventually("the escapee wrote its pid", || {
+        std::fs::read_to_string(&pid_file).is_ok_and(|s| s.ends_with('\n'))
+    })
+    .await;
+    let escapee: u32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+
+    shutdown.cancel();
+
+    eventually("the escapee is gone", || !exists(escapee)).await;
 }

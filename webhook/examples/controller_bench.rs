@@ -19,6 +19,7 @@ use clap::{Parser, Subcommand};
 use futures::StreamExt;
 use healthbridge_webhook::controller::{self, ControllerArgs, metrics};
 use healthbridge_webhook::keys;
+use healthbridge_webhook::trust::AgentImages;
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::{Value, json};
@@ -144,6 +145,10 @@ async fn reconcile_all(client: &kube::Client, pods: usize) -> anyhow::Result<Dur
     let started = Instant::now();
     let running = tokio::spawn(controller::run_leading(
         args,
+        AgentImages::new(
+            "docker.io/healthbridge/agent:bench",
+            std::iter::empty::<&str>(),
+        ),
         client.clone(),
         "bench".to_owned(),
         stop.clone(),
@@ -245,14 +250,17 @@ fn fake_pod(namespace: &str, index: usize) -> Value {
         "metadata": {
             "name": format!("{replica_set}-{index:05}"), "namespace": namespace,
             "labels": {keys::GROUP_LABEL: group},
-            "annotations": {keys::INJECT: "true", keys::STATUS: keys::STATUS_INJECTED},
+            "annotations": {keys::INJECT: "true", keys::STATUS: keys::STATUS_INJECTED, keys::SERVICE: group},
             "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": replica_set,
                 "uid": format!("uid-{replica_set}"), "controller": true, "blockOwnerDeletion": true}]
         },
+        // The agent as the webhook injects it (the in-cluster webhook admits the marker only so), the group named
+        // by annotation so the webhook's group is the label's.
         "spec": {
             "containers": [{"name": "app", "image": "docker.io/healthbridge/demo:bench"}],
             "initContainers": [{"name": keys::AGENT_CONTAINER, "image": "docker.io/healthbridge/agent:bench", "restartPolicy": "Always",
-                "ports": [{"name": "health", "containerPort": 13000}]}]
+                "ports": [{"name": "health", "containerPort": 13000}],
+                "env": [{"name": "HTTP_HEALTHCHECK_SIDECAR_PORT", "value": "13000"}]}]
         }
     })
 }
@@ -440,6 +448,24 @@ async fn handle(
                         "uid": format!("uid-{deployment}"), "controller": true, "blockOwnerDeletion": true}]}
             }))
             .into_response()
+        }
+        (Method::GET, Some(name)) => {
+            let key = (
+                resource.clone(),
+                namespace.unwrap_or_default().to_owned(),
+                name.to_owned(),
+            );
+            let stored = fake
+                .objects
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .stored
+                .get(&key)
+                .cloned();
+            match stored {
+                Some(object) => axum::Json(object).into_response(),
+                None => status(StatusCode::NOT_FOUND, "not found"),
+            }
         }
         (Method::POST | Method::PATCH, _) if resource == "events" => {
             (StatusCode::CREATED, axum::Json(body)).into_response()

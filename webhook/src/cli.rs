@@ -56,6 +56,10 @@ pub struct ServerArgs {
     /// Image of the injected agent (pods may override it with healthbridge.io/agent-image).
     #[arg(long, env = "HEALTHBRIDGE_AGENT_IMAGE")]
     pub agent_image: String,
+    /// More image repositories (or images) that may run as the agent, e.g. a mirror: healthbridge.io/agent-image
+    /// must name one of them or --agent-image's repository, and the controller trusts only agents from them.
+    #[arg(long, env = "HEALTHBRIDGE_ALLOWED_AGENT_IMAGES", value_delimiter = ',')]
+    pub allowed_agent_images: Vec<String>,
     /// Port of the injected agent (pods may override it with healthbridge.io/port).
     #[arg(long, env = "HEALTHBRIDGE_AGENT_PORT", default_value_t = DEFAULT_AGENT_PORT, value_parser = clap::value_parser!(u16).range(1..))]
     pub agent_port: u16,
@@ -142,6 +146,12 @@ pub struct RunArgs {
 pub struct ControllerOnlyArgs {
     #[command(flatten)]
     pub controller: ControllerArgs,
+    /// Image of the agent the webhook injects: the controller acts only on pods whose agent comes from its repository.
+    #[arg(long, env = "HEALTHBRIDGE_AGENT_IMAGE")]
+    pub agent_image: String,
+    /// More image repositories (or images) the controller trusts as the agent, as the webhook's flag of that name.
+    #[arg(long, env = "HEALTHBRIDGE_ALLOWED_AGENT_IMAGES", value_delimiter = ',')]
+    pub allowed_agent_images: Vec<String>,
     #[arg(
         long,
         env = "HEALTHBRIDGE_LOG_FORMAT",

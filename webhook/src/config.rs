@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 
+use crate::trust::AgentImages;
 use healthbridge_contract::service::NodePortRange;
 
 /// Whether the agent becomes a native sidecar (an init container with `restartPolicy: Always`).
@@ -40,6 +41,8 @@ impl Default for AgentResources {
 #[derive(Debug, Clone)]
 pub struct InjectionConfig {
     pub agent_image: String,
+    /// Images that may run as the agent: the repository of `agent_image` and any allowed extra ones.
+    pub agent_images: AgentImages,
     pub agent_port: u16,
     pub resources: AgentResources,
     pub native_sidecar: NativeSidecar,
@@ -65,8 +68,10 @@ impl InjectionConfig {
         if let Some(ns) = own_namespace.filter(|ns| !ns.is_empty()) {
             excluded_namespaces.insert(ns.to_owned());
         }
+        let agent_image = agent_image.into();
         Self {
-            agent_image: agent_image.into(),
+            agent_images: AgentImages::new(&agent_image, std::iter::empty::<&str>()),
+            agent_image,
             agent_port: DEFAULT_AGENT_PORT,
             resources: AgentResources::default(),
             native_sidecar: NativeSidecar::Auto,

@@ -15,6 +15,12 @@ pub fn group_of(pod: &Pod) -> String {
     if let Some(service) = meta.annotations.as_ref().and_then(|a| a.get(keys::SERVICE)) {
         return to_label_value(service);
     }
+    default_group_of(pod)
+}
+
+/// The group of `pod` without its `healthbridge.io/service` annotation: its workload's name, else its own.
+pub fn default_group_of(pod: &Pod) -> String {
+    let meta = &pod.metadata;
     if let Some(owner) = workload_name(pod) {
         return to_label_value(&owner);
     }

@@ -16,3 +16,4 @@ pub mod run;
 pub mod server;
 pub mod shutdown;
 pub mod tls;
+pub mod trust;

@@ -11,8 +11,9 @@ use serde_json::{Value, json};
 
 use crate::annotations::{self, InvalidAnnotation, PodSettings};
 use crate::config::InjectionConfig;
-use crate::group::group_of;
+use crate::group::{default_group_of, group_of};
 use crate::keys;
+use crate::trust::verify_agent;
 
 /// Which webhook entry called us, i.e. how the pod opts in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +90,27 @@ pub enum DenyReason {
         known: Vec<String>,
     },
     #[error(
+        "annotation {annotation}=injected is written by the healthbridge webhook only, and this pod was not injected by it: {reason}; remove the annotation (and any healthbridge.io/group label) and opt in with {}: \"true\"",
+        keys::INJECT
+    )]
+    ForgedMarker {
+        annotation: &'static str,
+        reason: String,
+    },
+    #[error(
+        "label {label} is set by healthbridge only (the webhook and controller select pods by it): remove it from the pod (template); to name the group use the annotation {}",
+        keys::SERVICE
+    )]
+    ReservedLabel { label: &'static str },
+    #[error(
+        "annotation {annotation}: {image:?} is not from an allowed agent image repository ({allowed}); use one of them, or ask the cluster admin to add the repository to the webhook's --allowed-agent-images"
+    )]
+    AgentImageNotAllowed {
+        annotation: &'static str,
+        image: String,
+        allowed: String,
+    },
+    #[error(
         "the agent's {resource} request {request} is above its limit {limit}; lower {request_key} or raise {limit_key}"
     )]
     RequestAboveLimit {
@@ -116,6 +138,9 @@ impl DenyReason {
             Self::PortCollision { .. } => "port_collision",
             Self::UnknownTargetContainer { .. } => "unknown_target_container",
             Self::RequestAboveLimit { .. } => "request_above_limit",
+            Self::ForgedMarker { .. } => "forged_marker",
+            Self::ReservedLabel { .. } => "reserved_label",
+            Self::AgentImageNotAllowed { .. } => "agent_image_not_allowed",
         }
     }
 }
@@ -147,8 +172,30 @@ pub fn patch_for(
     }
     let settings = annotations::parse(pod.metadata.annotations.as_ref(), cfg.node_port_range)
         .map_err(DenyReason::InvalidAnnotations)?;
-    if settings.marked_injected || has_agent_container(pod) {
+    if settings.marked_injected {
+        // Our own re-invocation (or a copy of an injected pod) carries the agent exactly as we inject it; a marker
+        // without that is a pod author's attempt to have the controller publish a port for an uninjected pod.
+        return match injected_as_we_inject(pod, cfg) {
+            Ok(()) => Ok(skip(SkipReason::AlreadyInjected, Vec::new())),
+            Err(reason) => Err(DenyReason::ForgedMarker {
+                annotation: keys::STATUS,
+                reason,
+            }),
+        };
+    }
+    if has_agent_container(pod) {
         return Ok(skip(SkipReason::AlreadyInjected, Vec::new()));
+    }
+    if let Some(label) = [keys::GROUP_LABEL, keys::POD_LABEL]
+        .into_iter()
+        .find(|label| {
+            pod.metadata
+                .labels
+                .as_ref()
+                .is_some_and(|l| l.contains_key(*label))
+        })
+    {
+        return Err(DenyReason::ReservedLabel { label });
     }
     let mut warnings = settings.warnings.clone();
     match (ctx.opt_in, settings.inject) {
@@ -189,7 +236,22 @@ pub fn patch_for(
             });
         }
     }
+    if let Some(image) = &settings.agent_image
+        && !cfg.agent_images.allows(image)
+    {
+        return Err(DenyReason::AgentImageNotAllowed {
+            annotation: keys::AGENT_IMAGE,
+            image: image.clone(),
+            allowed: cfg.agent_images.to_string(),
+        });
+    }
     let resources = resources(&settings, cfg)?;
+    if let Some(claimed) = claimed_group(pod) {
+        warnings.push(format!(
+            "{}={claimed:?}: a group belongs to one workload; if pods of another owner already hold group {claimed:?}, the controller leaves its Service unchanged and reports GroupClaimed on this pod, naming that owner",
+            keys::SERVICE
+        ));
+    }
 
     let host_network = spec.and_then(|s| s.host_network).unwrap_or(false);
     if host_network {
@@ -261,6 +323,32 @@ pub fn patch_for(
 
 fn skip(reason: SkipReason, warnings: Vec<String>) -> Decision {
     Decision::Skip { reason, warnings }
+}
+
+/// Whether a pod that carries the marker has the agent as we inject it, in the group we would give it.
+fn injected_as_we_inject(pod: &Pod, cfg: &InjectionConfig) -> Result<(), String> {
+    verify_agent(pod, &cfg.agent_images).map_err(|untrusted| untrusted.to_string())?;
+    let label = pod
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|labels| labels.get(keys::GROUP_LABEL));
+    let group = group_of(pod);
+    match label {
+        Some(label) if *label == group => Ok(()),
+        Some(label) => Err(format!(
+            "its label {}={label:?} is not the group {group:?} the webhook gives it",
+            keys::GROUP_LABEL
+        )),
+        None => Err(format!("it has no {} label", keys::GROUP_LABEL)),
+    }
+}
+
+/// The group a pod asks for with `healthbridge.io/service` when it differs from its own workload's.
+fn claimed_group(pod: &Pod) -> Option<String> {
+    pod.metadata.annotations.as_ref()?.get(keys::SERVICE)?;
+    let claimed = group_of(pod);
+    (claimed != default_group_of(pod)).then_some(claimed)
 }
 
 fn has_agent_container(pod: &Pod) -> bool {

@@ -14,6 +14,7 @@ use crate::controller::{self, ControllerError};
 use crate::metrics::Metrics;
 use crate::server::{self, Readiness};
 use crate::tls::{CertFiles, CertStore, TlsError};
+use crate::trust::AgentImages;
 
 /// Why the webhook stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +65,7 @@ pub async fn execute(cli: Cli, shutdown: CancellationToken) -> Result<(), RunErr
             });
             let controller = tokio::spawn(controller::run(
                 args.controller.clone(),
+                cfg.agent_images.clone(),
                 client.clone(),
                 shutdown.clone(),
             ));
@@ -87,7 +89,8 @@ pub async fn execute(cli: Cli, shutdown: CancellationToken) -> Result<(), RunErr
             let client = kube::Client::try_default()
                 .await
                 .map_err(RunError::Kubeconfig)?;
-            Ok(controller::run(args.controller, client, shutdown).await?)
+            let images = AgentImages::new(&args.agent_image, &args.allowed_agent_images);
+            Ok(controller::run(args.controller, images, client, shutdown).await?)
         }
     }
 }
@@ -177,6 +180,7 @@ async fn serve_admission(
 /// The injection configuration the flags describe, excluding `own_namespace` too.
 pub fn injection_config(args: &ServerArgs, own_namespace: Option<&str>) -> InjectionConfig {
     let mut cfg = InjectionConfig::new(args.agent_image.clone(), own_namespace);
+    cfg.agent_images = AgentImages::new(&args.agent_image, &args.allowed_agent_images);
     cfg.agent_port = args.agent_port;
     cfg.native_sidecar = args.native_sidecar;
     cfg.resources = AgentResources {

@@ -284,7 +284,7 @@ fn a_per_pod_service_selects_the_pod_label_and_is_owned_by_the_pod() {
     assert_eq!(settings.scope, ServiceScope::Pod);
     let target = service_target(&pod, &identity, settings.scope, None).unwrap();
 
-    assert_eq!(target.name, "debug-healthbridge");
+    assert_eq!(target.name, "debug-healthbridge-pod");
     assert_eq!(
         target.selector.get(keys::POD_LABEL).map(String::as_str),
         Some("debug")

@@ -6,7 +6,7 @@ mod controller_support;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use controller_support::{Recorded, accepting, fake_api, pod, status};
+use controller_support::{Recorded, accepting, agent_images, fake_api, pod, status};
 use healthbridge_webhook::controller::NodePortRange;
 use healthbridge_webhook::controller::context::{Context, Stores};
 use healthbridge_webhook::controller::desired::{desired_role, pod_identity};
@@ -59,6 +59,7 @@ fn world(respond: impl Fn(&Recorded) -> (StatusCode, Value) + Send + Sync + 'sta
         stores,
         recorder,
         NodePortRange::default(),
+        agent_images(),
     ));
     World {
         ctx,
@@ -467,7 +468,7 @@ async fn a_per_pod_service_labels_the_pod_and_selects_that_label() {
     assert_eq!(label.body["metadata"]["labels"][keys::POD_LABEL], "debug");
     let service = writes
         .iter()
-        .find(|request| request.path.ends_with("/services/debug-healthbridge"))
+        .find(|request| request.path.ends_with("/services/debug-healthbridge-pod"))
         .unwrap();
     assert_eq!(service.body["spec"]["selector"][keys::POD_LABEL], "debug");
     assert_eq!(
@@ -571,5 +572,359 @@ async fn a_group_service_with_a_live_pod_is_kept() {
         .apply_watcher_event(&watcher::Event::Apply(owned));
 
     assert_eq!(collect_garbage(&world.ctx).await, 0);
+    assert!(world.requests().is_empty());
+}
+
+// ---------------------------------------------------------------- what a pod author cannot make the controller do
+
+fn checkout_pod() -> Pod {
+    pod("checkout-7d9f8c6b5d-x2x7q")
+        .injected()
+        .in_group("checkout")
+        .owned_by("ReplicaSet", "checkout-7d9f8c6b5d")
+        .app_on_port(8080)
+        .created_at(1_700_000_000)
+        .build()
+}
+
+/// The world after the checkout Deployment's pod got its Service, with the caches up to date.
+async fn checkout_world(
+    respond: impl Fn(&Recorded) -> (StatusCode, Value) + Send + Sync + 'static,
+) -> World {
+    let mut world = world(respond).with_pods(&[checkout_pod()]);
+    world.reconcile(&checkout_pod()).await.unwrap();
+    world.observe_applied();
+    world.forget_requests();
+    world
+}
+
+fn service_writes(world: &World) -> Vec<Recorded> {
+    world
+        .writes()
+        .into_iter()
+        .filter(|request| request.path.contains("/services/"))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_forged_marker_with_a_hand_set_group_label_gets_nothing() {
+    let forged = pod("intruder")
+        .with_marker()
+        .in_group("checkout")
+        .app_on_port(8080)
+        .with_annotation(keys::PORT, "8080")
+        .build();
+    let world = checkout_world(accepting)
+        .await
+        .with_pods(std::slice::from_ref(&forged));
+
+    world.reconcile(&forged).await.unwrap();
+    world.reconcile(&checkout_pod()).await.unwrap();
+
+    assert!(world.writes().is_empty(), "{:?}", world.writes());
+    let events = world.events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["reason"], "Untrusted");
+    assert_eq!(events[0]["regarding"]["name"], "intruder");
+    let note = events[0]["note"].as_str().unwrap();
+    assert!(note.contains("no healthbridge-agent container"), "{note}");
+}
+
+#[tokio::test]
+async fn an_agent_container_on_the_apps_port_is_not_trusted() {
+    // The pod author adds a container named like the agent, serving on the app's own port.
+    let forged = pod("web-1")
+        .with_marker()
+        .in_group("web")
+        .app_on_port(8080)
+        .with_agent(controller_support::agent_container(
+            controller_support::AGENT_IMAGE,
+            8080,
+        ))
+        .build();
+    let world = world(accepting).with_pods(std::slice::from_ref(&forged));
+
+    world.reconcile(&forged).await.unwrap();
+
+    assert!(world.writes().is_empty(), "{:?}", world.writes());
+    let note = world.events()[0]["note"].as_str().unwrap().to_owned();
+    assert!(
+        note.contains("port 8080 is also declared by container \"app\""),
+        "{note}"
+    );
+}
+
+#[tokio::test]
+async fn an_agent_container_of_another_image_is_not_trusted() {
+    let forged = pod("web-1")
+        .with_marker()
+        .in_group("web")
+        .with_agent(controller_support::agent_container(
+            "docker.io/library/nginx:1.27",
+            13000,
+        ))
+        .build();
+    let world = world(accepting).with_pods(std::slice::from_ref(&forged));
+
+    world.reconcile(&forged).await.unwrap();
+
+    assert!(world.writes().is_empty(), "{:?}", world.writes());
+    let note = world.events()[0]["note"].as_str().unwrap().to_owned();
+    assert!(
+        note.contains("not from an allowed agent repository (docker.io/healthbridge/agent)"),
+        "{note}"
+    );
+}
+
+#[tokio::test]
+async fn another_workloads_pod_claiming_the_group_leaves_its_service_unchanged() {
+    // A newer pod of Deployment "evil", injected for real, names the checkout group and puts its agent on the
+    // checkout app's port: before, the group's Service followed it and pointed at 8080 on every checkout pod.
+    let claimant = pod("evil-5d8f7c9b6d-aaaaa")
+        .injected_on_port(8080)
+        .in_group("checkout")
+        .with_annotation(keys::SERVICE, "checkout")
+        .with_annotation(keys::NODE_PORT, "31999")
+        .owned_by("ReplicaSet", "evil-5d8f7c9b6d")
+        .created_at(1_700_000_600)
+        .build();
+    let world = checkout_world(accepting)
+        .await
+        .with_pods(std::slice::from_ref(&claimant));
+
+    let error = world.reconcile(&claimant).await.unwrap_err();
+    world.reconcile(&checkout_pod()).await.unwrap();
+
+    assert!(
+        service_writes(&world).is_empty(),
+        "{:?}",
+        service_writes(&world)
+    );
+    assert_eq!(
+        error.to_string(),
+        "group \"checkout\" belongs to Deployment checkout (its Service shop/checkout-healthbridge), and this pod belongs to Deployment evil: a pod joins a group only with the group's owner, so the Service stays as it is; set healthbridge.io/service to a group of this pod's own"
+    );
+    assert_eq!(
+        error_policy(Arc::new(claimant), &error, world.ctx.clone()),
+        Action::requeue(SLOW_RETRY)
+    );
+    let regarding: Vec<(String, String)> = world
+        .events()
+        .iter()
+        .map(|event| {
+            assert_eq!(event["reason"], "GroupClaimed");
+            (
+                event["regarding"]["kind"].as_str().unwrap().to_owned(),
+                event["regarding"]["name"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        regarding,
+        [
+            ("Pod".to_owned(), "evil-5d8f7c9b6d-aaaaa".to_owned()),
+            ("Service".to_owned(), "checkout-healthbridge".to_owned())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_bare_pod_claiming_a_workloads_group_leaves_its_service_unchanged() {
+    let claimant = pod("intruder")
+        .injected_on_port(8080)
+        .in_group("checkout")
+        .created_at(1_700_000_600)
+        .build();
+    let world = checkout_world(accepting)
+        .await
+        .with_pods(std::slice::from_ref(&claimant));
+
+    let error = world.reconcile(&claimant).await.unwrap_err();
+
+    assert!(service_writes(&world).is_empty());
+    assert!(
+        error
+            .to_string()
+            .contains("this pod belongs to no workload (bare pods and Job pods)"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn the_groups_service_follows_the_newest_pod_of_its_own_workload() {
+    let next = pod("checkout-6c8e7b5a4c-y3y8r")
+        .injected_on_port(13000)
+        .in_group("checkout")
+        .owned_by("ReplicaSet", "checkout-6c8e7b5a4c")
+        .with_annotation(keys::NODE_PORT, "31080")
+        .created_at(1_700_000_300)
+        .build();
+    let world = checkout_world(accepting)
+        .await
+        .with_pods(std::slice::from_ref(&next));
+
+    world.reconcile(&checkout_pod()).await.unwrap();
+
+    let writes = service_writes(&world);
+    assert_eq!(writes.len(), 1, "{writes:?}");
+    assert_eq!(writes[0].body["spec"]["ports"][0]["nodePort"], 31080);
+}
+
+#[tokio::test]
+async fn a_bare_pod_named_like_a_group_with_a_per_pod_service_never_writes_the_groups_service() {
+    let namesake = pod("checkout")
+        .injected()
+        .in_group("checkout")
+        .with_annotation(keys::SERVICE_SCOPE, "pod")
+        .build();
+    let world = checkout_world(accepting)
+        .await
+        .with_pods(std::slice::from_ref(&namesake));
+
+    world.reconcile(&namesake).await.unwrap();
+
+    let paths: Vec<String> = service_writes(&world)
+        .into_iter()
+        .map(|request| request.path)
+        .collect();
+    assert_eq!(
+        paths,
+        ["/api/v1/namespaces/shop/services/checkout-healthbridge-pod"]
+    );
+}
+
+/// A Service or Role of `name` exists and was made by someone else: no managed-by label.
+fn with_unmanaged(name: &'static str) -> impl Fn(&Recorded) -> (StatusCode, Value) {
+    move |request: &Recorded| {
+        if request.method == Method::GET && request.path.ends_with(&format!("/{name}")) {
+            return (
+                StatusCode::OK,
+                serde_json::json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+                    "metadata": {"name": name, "namespace": "shop", "uid": "theirs", "labels": {"team": "ops"}}}),
+            );
+        }
+        accepting(request)
+    }
+}
+
+#[tokio::test]
+async fn a_service_healthbridge_does_not_manage_is_never_applied_over() {
+    let pod = web_pod();
+    let world = world(with_unmanaged("web-healthbridge")).with_pods(std::slice::from_ref(&pod));
+
+    let error = world.reconcile(&pod).await.unwrap_err();
+
+    assert!(
+        service_writes(&world).is_empty(),
+        "{:?}",
+        service_writes(&world)
+    );
+    assert!(
+        error.to_string().starts_with(
+            "Service shop/web-healthbridge exists and is not managed by healthbridge (it lacks the label app.kubernetes.io/managed-by=healthbridge)"
+        ),
+        "{error}"
+    );
+    let told: Vec<(Value, Value)> = world
+        .events()
+        .iter()
+        .map(|event| (event["reason"].clone(), event["regarding"]["kind"].clone()))
+        .collect();
+    assert_eq!(
+        told,
+        [
+            ("NameConflict".into(), "Pod".into()),
+            ("NameConflict".into(), "Service".into())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_role_healthbridge_does_not_manage_is_never_applied_over() {
+    let pod = web_pod();
+    let world = world(with_unmanaged("web-7d9f8c6b5d-x2x7q-healthbridge"))
+        .with_pods(std::slice::from_ref(&pod));
+
+    let error = world.reconcile(&pod).await.unwrap_err();
+
+    assert!(world.writes().is_empty(), "{:?}", world.writes());
+    assert!(
+        error.to_string().starts_with(
+            "Role shop/web-7d9f8c6b5d-x2x7q-healthbridge exists and is not managed by healthbridge"
+        ),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_pod_recreated_under_its_name_takes_over_its_predecessors_role() {
+    let pod = web_pod();
+    let mut world = world(accepting).with_pods(std::slice::from_ref(&pod));
+    let mut predecessor = web_role();
+    if let Some(owners) = predecessor.metadata.owner_references.as_mut() {
+        owners[0].uid = "uid-of-the-deleted-pod".to_owned();
+    }
+    world
+        .roles
+        .apply_watcher_event(&watcher::Event::Apply(predecessor));
+
+    world.reconcile(&pod).await.unwrap();
+
+    assert!(world.writes().iter().any(|request| {
+        request
+            .path
+            .ends_with("/roles/web-7d9f8c6b5d-x2x7q-healthbridge")
+    }));
+}
+
+#[tokio::test]
+async fn a_per_pod_service_of_the_old_name_is_deleted_once_the_new_one_exists() {
+    let debug = pod("debug")
+        .injected()
+        .in_group("debug")
+        .with_annotation(keys::SERVICE_SCOPE, "pod")
+        .build();
+    let mut world = world(accepting).with_pods(std::slice::from_ref(&debug));
+    let legacy: Service = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "debug-healthbridge", "namespace": "shop", "uid": "legacy-uid", "resourceVersion": "3",
+            "labels": {keys::MANAGED_BY_LABEL: keys::MANAGED_BY, keys::POD_LABEL: "debug"},
+            "ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": "debug", "uid": "uid-debug", "controller": true}]},
+        "spec": {"type": "NodePort", "selector": {keys::POD_LABEL: "debug"}}
+    }))
+    .unwrap();
+    world
+        .services
+        .apply_watcher_event(&watcher::Event::Apply(legacy));
+
+    world.reconcile(&debug).await.unwrap();
+
+    let deletes: Vec<Recorded> = world
+        .writes()
+        .into_iter()
+        .filter(|request| request.method == Method::DELETE)
+        .collect();
+    assert_eq!(deletes.len(), 1);
+    assert_eq!(
+        deletes[0].path,
+        "/api/v1/namespaces/shop/services/debug-healthbridge"
+    );
+    assert_eq!(
+        deletes[0].body["preconditions"],
+        serde_json::json!({"uid": "legacy-uid", "resourceVersion": "3"})
+    );
+}
+
+#[tokio::test]
+async fn a_marker_in_a_namespace_the_webhook_never_injects_is_ignored() {
+    let pod = pod("coredns-1")
+        .in_namespace("kube-system")
+        .injected()
+        .in_group("coredns")
+        .build();
+    let world = world(accepting).with_pods(std::slice::from_ref(&pod));
+
+    world.reconcile(&pod).await.unwrap();
+
     assert!(world.requests().is_empty());
 }

@@ -511,3 +511,93 @@ fn the_patch_does_not_grow_with_unrelated_pod_content() {
         };
     assert_eq!(size(&big_pod(30, 50)), size(&big_pod(1, 1)));
 }
+
+// ---------------------------------------------------------------- what a pod author cannot make the webhook do
+
+#[test]
+fn a_status_marker_written_by_the_pod_author_is_denied() {
+    let mut value = fixture("deployment-pod");
+    value["metadata"]["annotations"]["healthbridge.io/status"] = json!("injected");
+    value["metadata"]["labels"]["healthbridge.io/group"] = json!("checkout");
+    let deny = denial(&value);
+    assert_eq!(deny.as_str(), "forged_marker");
+    assert_eq!(
+        deny.to_string(),
+        "annotation healthbridge.io/status=injected is written by the healthbridge webhook only, and this pod was not injected by it: it has no healthbridge-agent container (in containers, or in initContainers with restartPolicy Always); remove the annotation (and any healthbridge.io/group label) and opt in with healthbridge.io/inject: \"true\""
+    );
+}
+
+#[test]
+fn a_marker_on_an_injected_pod_moved_to_another_group_is_denied() {
+    let (mut patched, _) = inject("deployment-pod");
+    patched["metadata"]["labels"]["healthbridge.io/group"] = json!("checkout");
+    let deny = denial(&patched);
+    assert!(
+        deny.to_string()
+            .contains("its label healthbridge.io/group=\"checkout\" is not the group \"web\" the webhook gives it"),
+        "{deny}"
+    );
+}
+
+#[test]
+fn a_marker_with_the_agent_moved_to_the_apps_port_is_denied() {
+    let (mut patched, _) = inject("deployment-pod");
+    let agent = patched["spec"]["initContainers"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|c| c["name"] == "healthbridge-agent")
+        .unwrap();
+    agent["ports"][0]["containerPort"] = json!(8080);
+    for var in agent["env"].as_array_mut().unwrap() {
+        if var["name"] == "HTTP_HEALTHCHECK_SIDECAR_PORT" {
+            var["value"] = json!("8080");
+        }
+    }
+    let deny = denial(&patched);
+    assert!(
+        deny.to_string()
+            .contains("the agent's port 8080 is also declared by container \"app\""),
+        "{deny}"
+    );
+}
+
+#[test]
+fn healthbridge_labels_set_by_the_pod_author_are_denied() {
+    for label in ["healthbridge.io/group", "healthbridge.io/pod"] {
+        let mut value = fixture("no-annotations-pod");
+        value["metadata"]["labels"] = json!({ label: "checkout" });
+        let deny = denial(&value);
+        assert_eq!(deny.as_str(), "reserved_label", "{label}");
+        assert!(
+            deny.to_string()
+                .starts_with(&format!("label {label} is set by healthbridge only")),
+            "{deny}"
+        );
+    }
+}
+
+#[test]
+fn an_agent_image_outside_the_allowed_repositories_is_denied() {
+    let mut value = fixture("deployment-pod");
+    value["metadata"]["annotations"]["healthbridge.io/agent-image"] =
+        json!("docker.io/library/nginx:1.27");
+    let deny = denial(&value);
+    assert_eq!(
+        deny.to_string(),
+        "annotation healthbridge.io/agent-image: \"docker.io/library/nginx:1.27\" is not from an allowed agent image repository (docker.io/healthbridge/agent, mirror.example/agent); use one of them, or ask the cluster admin to add the repository to the webhook's --allowed-agent-images"
+    );
+}
+
+#[test]
+fn naming_another_workloads_group_is_warned_about() {
+    let mut value = fixture("deployment-pod");
+    value["metadata"]["annotations"]["healthbridge.io/service"] = json!("checkout");
+    let (_, warnings) = injected(&value, &by_annotation("shop"));
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0]
+            .starts_with("healthbridge.io/service=\"checkout\": a group belongs to one workload"),
+        "{warnings:?}"
+    );
+}

@@ -1,9 +1,11 @@
 //! Exec checks: commands run every period in their own process group, with a timeout, served per URL path.
 
 pub mod process;
+pub mod reaper;
 pub mod runner;
 pub mod spec;
 pub mod status;
+pub mod tree;
 
 pub use self::process::{OUTPUT_LIMIT, run_once};
 pub use self::runner::ExecHandle;

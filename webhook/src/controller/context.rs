@@ -16,6 +16,7 @@ use super::desired::{NodePortRange, is_uninjected};
 use super::group_index::GroupIndex;
 use crate::config::SYSTEM_NAMESPACES;
 use crate::keys;
+use crate::trust::AgentImages;
 
 /// Everything a reconcile needs: the client, the caches of observed objects and the event recorder.
 pub struct Context {
@@ -26,6 +27,8 @@ pub struct Context {
     pub services: Store<Service>,
     pub recorder: Recorder,
     pub node_port_range: NodePortRange,
+    /// Images trusted as the agent: a pod is acted on only when its agent container comes from one of them.
+    pub agent_images: AgentImages,
     /// ReplicaSet UID → its workload: a ReplicaSet's controller never changes, so it is fetched once.
     pub(super) replica_set_owners: Mutex<HashMap<String, OwnerReference>>,
     /// Consecutive failures per pod, for the backoff of the error policy.
@@ -57,6 +60,7 @@ impl Context {
         stores: Stores,
         recorder: Recorder,
         node_port_range: NodePortRange,
+        agent_images: AgentImages,
     ) -> Self {
         Self {
             client,
@@ -66,6 +70,7 @@ impl Context {
             services: stores.services,
             recorder,
             node_port_range,
+            agent_images,
             replica_set_owners: Mutex::default(),
             failures: Mutex::default(),
             warned_uninjected: Mutex::default(),
@@ -122,6 +127,12 @@ impl Context {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         slots.retain(|_, slot| Arc::strong_count(slot) > 1);
+    }
+
+    /// True for pods of a namespace the webhook never injects: a marker there was not written by the webhook.
+    pub(super) fn never_injects(&self, pod: &Pod) -> bool {
+        pod.namespace()
+            .is_some_and(|namespace| self.never_injected.contains(&namespace))
     }
 
     pub(super) fn missed_by_webhook(&self, pod: &Pod) -> bool {

@@ -13,7 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::Value;
 
-use super::names::{object_name, short_hash};
+use super::names::{object_name, pod_service_name, short_hash};
 use crate::keys;
 
 /// The agent's port when neither its container nor `healthbridge.io/port` says otherwise.
@@ -345,7 +345,7 @@ pub fn service_target(
             let selector =
                 BTreeMap::from([(keys::POD_LABEL.to_owned(), pod_label_value(&identity.name))]);
             Ok(ServiceTarget {
-                name: object_name(&identity.name),
+                name: pod_service_name(&identity.name),
                 namespace: identity.namespace.clone(),
                 labels: managed_labels(selector.clone()),
                 selector,

@@ -11,6 +11,7 @@ use super::context::Context;
 use super::desired::is_injected;
 use super::metrics::{Kind, Verb, metrics};
 use crate::keys;
+use crate::trust::verify_agent;
 use healthbridge_contract::service::shares_group_service;
 
 /// Deletes group Services that no pod needs any more and no workload owns (pods without a workload: bare
@@ -29,6 +30,7 @@ pub async fn collect_garbage(ctx: &Context) -> usize {
             pod.namespace().as_deref() == Some(namespace.as_str())
                 && pod.labels().get(keys::GROUP_LABEL) == Some(group)
                 && is_injected(pod)
+                && verify_agent(pod, &ctx.agent_images).is_ok()
                 && shares_group_service(
                     pod.annotations()
                         .get(keys::SERVICE_SCOPE)

@@ -23,6 +23,10 @@ pub enum Outcome {
     NodePortConflict,
     /// The controller's ClusterRole lacks a permission.
     Forbidden,
+    /// The marker is there but the pod is not one the webhook injected: nothing is created for it.
+    Untrusted,
+    /// The object to write exists and is not ours, or the group belongs to another owner: left unchanged.
+    Conflict,
     Error,
 }
 
@@ -38,6 +42,18 @@ pub enum Kind {
     RoleBinding,
     Service,
     Pod,
+}
+
+impl Kind {
+    /// The Kubernetes kind.
+    pub fn as_kind(self) -> &'static str {
+        match self {
+            Self::Role => "Role",
+            Self::RoleBinding => "RoleBinding",
+            Self::Service => "Service",
+            Self::Pod => "Pod",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -150,6 +166,8 @@ snake_case_label_value!(Outcome {
     Invalid => "invalid",
     NodePortConflict => "node_port_conflict",
     Forbidden => "forbidden",
+    Untrusted => "untrusted",
+    Conflict => "conflict",
     Error => "error",
 });
 snake_case_label_value!(Kind { Role => "role", RoleBinding => "role_binding", Service => "service", Pod => "pod" });

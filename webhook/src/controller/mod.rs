@@ -1,6 +1,7 @@
 //! The controller: per-pod least-privilege RBAC and per-group NodePort Services for injected pods.
 
 pub mod apply;
+pub mod claim;
 pub mod context;
 pub mod desired;
 pub mod events;
@@ -33,6 +34,7 @@ use self::group_index::GroupIndex;
 pub use self::leader::{LeaderError, LeaseLock, Timing};
 pub use self::metrics::register;
 use crate::keys;
+use crate::trust::AgentImages;
 
 /// How often unused group Services are collected and the gauges refreshed.
 const HOUSEKEEPING_PERIOD: Duration = Duration::from_secs(15);
@@ -102,6 +104,7 @@ pub enum ControllerError {
 /// Runs the controller until `shutdown` is cancelled, reconciling only while this replica holds the Lease.
 pub async fn run(
     args: ControllerArgs,
+    agent_images: AgentImages,
     client: kube::Client,
     shutdown: CancellationToken,
 ) -> Result<(), ControllerError> {
@@ -123,7 +126,13 @@ pub async fn run(
         args.timing(),
     );
     lock.run_while_leading(shutdown, |leading| {
-        run_leading(args.clone(), client.clone(), identity.clone(), leading)
+        run_leading(
+            args.clone(),
+            agent_images.clone(),
+            client.clone(),
+            identity.clone(),
+            leading,
+        )
     })
     .await?;
     Ok(())
@@ -166,6 +175,7 @@ where
 /// The controller proper: watches, caches, reconciles and housekeeping, until `leading` is cancelled.
 pub async fn run_leading(
     args: ControllerArgs,
+    agent_images: AgentImages,
     client: kube::Client,
     identity: String,
     leading: CancellationToken,
@@ -232,7 +242,7 @@ pub async fn run_leading(
         services,
     };
     let ctx = Arc::new(
-        Context::new(client, stores, recorder, args.node_port_range)
+        Context::new(client, stores, recorder, args.node_port_range, agent_images)
             .never_injecting([args.lease_namespace.clone()])
             .with_group_index(group_index),
     );

@@ -9,15 +9,28 @@ pub const SUFFIX: &str = "-healthbridge";
 /// Hex digits of the hash appended when a name had to be shortened or rewritten.
 const HASH_LEN: usize = 8;
 
+/// Suffix of per-pod Services (`service-scope: pod`). Every group Service name ends with [`SUFFIX`] and none ends
+/// with this, so no pod name can produce a group's Service name, nor a group name a pod's.
+pub const POD_SERVICE_SUFFIX: &str = "-healthbridge-pod";
+
 /// `<base>-healthbridge` when that is already a valid label, else the base sanitised and truncated, plus a short stable
 /// hash of the original base so two long names sharing a prefix still get different objects.
 pub fn object_name(base: &str) -> String {
-    let plain = format!("{base}{SUFFIX}");
+    suffixed(base, SUFFIX)
+}
+
+/// Name of the per-pod Service of `pod`: `<pod>-healthbridge-pod`, shortened like [`object_name`].
+pub fn pod_service_name(pod: &str) -> String {
+    suffixed(pod, POD_SERVICE_SUFFIX)
+}
+
+fn suffixed(base: &str, suffix: &str) -> String {
+    let plain = format!("{base}{suffix}");
     if plain.len() <= MAX_NAME_LEN && is_dns_1035_label(&plain) {
         return plain;
     }
     let hash = short_hash(base);
-    let room = MAX_NAME_LEN - SUFFIX.len() - HASH_LEN - 1;
+    let room = MAX_NAME_LEN - suffix.len() - HASH_LEN - 1;
     let mut sanitised: String = base
         .chars()
         .map(|c| match c.to_ascii_lowercase() {
@@ -30,7 +43,7 @@ pub fn object_name(base: &str) -> String {
     }
     sanitised.truncate(room);
     let trimmed = sanitised.trim_end_matches('-');
-    format!("{trimmed}-{hash}{SUFFIX}")
+    format!("{trimmed}-{hash}{suffix}")
 }
 
 /// First hex digits of SHA-256: stable across versions and machines, unlike `std`'s hasher.
@@ -98,6 +111,29 @@ mod tests {
         let name = object_name("web.v2_canary");
         assert!(is_dns_1035_label(&name), "{name}");
         assert!(name.starts_with("web-v2-canary-"));
+    }
+
+    #[test]
+    fn per_pod_and_group_service_names_never_collide() {
+        // The attack: a bare pod named like a group, with `service-scope: pod`.
+        assert_eq!(object_name("checkout"), "checkout-healthbridge");
+        assert_eq!(pod_service_name("checkout"), "checkout-healthbridge-pod");
+        let long = "x".repeat(80);
+        for base in [
+            "checkout",
+            "checkout-pod",
+            "checkout-healthbridge",
+            long.as_str(),
+            "0db",
+        ] {
+            let pod = pod_service_name(base);
+            assert!(is_dns_1035_label(&pod), "{pod}");
+            assert!(
+                pod.ends_with(POD_SERVICE_SUFFIX) && !pod.ends_with(SUFFIX),
+                "{pod}"
+            );
+            assert!(object_name(base).ends_with(SUFFIX), "{base}");
+        }
     }
 
     #[test]

@@ -4,22 +4,24 @@
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 
-use super::apply::{ensure, ensure_pod_label, ensure_service};
+use super::apply::{ensure, ensure_pod_label, ensure_service, remove_legacy_pod_service};
+use super::claim::ClaimConflict;
 use super::context::Context;
 use super::desired::{
-    ServiceScope, desired_role, desired_role_binding, desired_service, is_injected, pod_identity,
-    service_settings, service_target,
+    ServiceScope, ServiceSettings, SettingsError, desired_role, desired_role_binding,
+    desired_service, is_injected, pod_identity, service_settings, service_target,
 };
 use super::events::{normal, publish, ready_note, reference_to, warn_uninjected, warning};
 use super::metrics::{Kind, Outcome, metrics};
 use super::owner::workload_owner;
 use crate::keys;
+use crate::trust::verify_agent;
 use healthbridge_contract::service::shares_group_service;
 
 /// How long a healthy pod waits before its objects are checked again (reads only: from the caches).
@@ -50,6 +52,8 @@ pub enum ReconcileError {
         namespace: String,
         message: String,
     },
+    #[error(transparent)]
+    Claim(#[from] ClaimConflict),
     #[error("could not {verb} {resource} {namespace}/{name}: {source}")]
     Api {
         verb: &'static str,
@@ -66,6 +70,7 @@ impl ReconcileError {
         match self {
             Self::NodePortConflict { .. } => Outcome::NodePortConflict,
             Self::Forbidden { .. } => Outcome::Forbidden,
+            Self::Claim(_) => Outcome::Conflict,
             Self::Api { .. } => Outcome::Error,
         }
     }
@@ -74,6 +79,7 @@ impl ReconcileError {
         match self {
             Self::NodePortConflict { .. } => "NodePortConflict",
             Self::Forbidden { .. } => "Forbidden",
+            Self::Claim(conflict) => conflict.reason(),
             Self::Api { .. } => "ReconcileFailed",
         }
     }
@@ -102,6 +108,10 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action, Recon
             {
                 publish(&ctx, &event, &reference_to(owner, pod.namespace())).await;
             }
+            // The object left unchanged hears of the claim too: its owner sees who tried to take it.
+            if let ReconcileError::Claim(conflict) = &failure.error {
+                publish(&ctx, &event, &claimed_object(conflict)).await;
+            }
         }
     }
     result
@@ -126,11 +136,25 @@ async fn reconcile_pod(pod: &Pod, ctx: &Context) -> Result<(Outcome, Action), Fa
         warn_uninjected(pod, ctx).await;
         return Ok((Outcome::Skipped, Action::await_change()));
     }
-    if !is_injected(pod) || pod.metadata.deletion_timestamp.is_some() {
+    if !is_injected(pod) || pod.metadata.deletion_timestamp.is_some() || ctx.never_injects(pod) {
         return Ok((Outcome::Skipped, Action::await_change()));
     }
     let Ok(identity) = pod_identity(pod) else {
         return Ok((Outcome::Skipped, Action::await_change()));
+    };
+    // The marker is only a claim: act only on the agent as the webhook injects it, and publish only its port.
+    let agent = match verify_agent(pod, &ctx.agent_images) {
+        Ok(agent) => agent,
+        Err(untrusted) => {
+            let note = format!(
+                "{}={} is set, but this is not a pod the healthbridge webhook injected: {untrusted}. healthbridge creates nothing for it; remove the annotation and opt in with {}: \"true\"",
+                keys::STATUS,
+                keys::STATUS_INJECTED,
+                keys::INJECT
+            );
+            publish(ctx, &warning("Untrusted", &note), &pod.object_ref(&())).await;
+            return Ok((Outcome::Untrusted, Action::await_change()));
+        }
     };
     let mut changed = false;
     changed |= ensure(
@@ -150,43 +174,33 @@ async fn reconcile_pod(pod: &Pod, ctx: &Context) -> Result<(Outcome, Action), Fa
     )
     .await?;
 
-    // A group's Service follows its newest pod, so every pod of the group computes the same Service and a
-    // rollout that changes an annotation moves the Service once, without flapping between old and new pods.
-    let own = service_settings(pod, ctx.node_port_range);
-    let newest = match &own {
-        Ok(settings) if settings.scope == ServiceScope::Group => {
-            newest_in_group(pod, ctx).filter(|newest| newest.metadata.uid != pod.metadata.uid)
-        }
-        _ => None,
-    };
-    let (source, settings) = match &newest {
-        Some(newest) => (
-            newest.as_ref(),
-            service_settings(newest, ctx.node_port_range),
-        ),
-        None => (pod, own),
-    };
-    let settings = match settings {
+    let own = match service_settings(pod, ctx.node_port_range) {
         Ok(settings) => settings,
-        Err(invalid) => {
-            let note = format!(
-                "{invalid}. The Role and RoleBinding are in place; the Service waits for a valid annotation."
-            );
-            publish(
-                ctx,
-                &warning("InvalidAnnotation", &note),
-                &pod.object_ref(&()),
-            )
-            .await;
-            return Ok((Outcome::Invalid, Action::await_change()));
+        Err(invalid) => return invalid_annotation(pod, ctx, &invalid).await,
+    };
+    let (settings, workload) = match own.scope {
+        ServiceScope::Pod => (
+            ServiceSettings {
+                port: agent.port,
+                ..own
+            },
+            None,
+        ),
+        ServiceScope::Group => {
+            let workload = workload_owner(ctx, pod, &identity).await?;
+            // A group's Service follows the newest pod of the group's owner, so every pod of the workload computes
+            // the same Service and a rollout that changes an annotation moves it once; pods of another owner that
+            // claim the group never count.
+            let (source, port) = newest_of_owner(pod, ctx, workload.as_ref())
+                .await?
+                .unwrap_or_else(|| (Arc::new(pod.clone()), agent.port));
+            match service_settings(&source, ctx.node_port_range) {
+                Ok(settings) => (ServiceSettings { port, ..settings }, workload),
+                Err(invalid) => return invalid_annotation(pod, ctx, &invalid).await,
+            }
         }
     };
-    let source_identity = pod_identity(source).unwrap_or_else(|_| identity.clone());
-    let workload = match settings.scope {
-        ServiceScope::Group => workload_owner(ctx, source, &source_identity).await?,
-        ServiceScope::Pod => None,
-    };
-    let target = match service_target(source, &source_identity, settings.scope, workload.clone()) {
+    let target = match service_target(pod, &identity, settings.scope, workload.clone()) {
         Ok(target) => target,
         Err(missing) => {
             publish(
@@ -210,6 +224,9 @@ async fn reconcile_pod(pod: &Pod, ctx: &Context) -> Result<(Outcome, Action), Fa
                 owner: workload,
             })?;
     changed |= service_changed;
+    if settings.scope == ServiceScope::Pod {
+        changed |= remove_legacy_pod_service(ctx, &identity).await?;
+    }
 
     if changed {
         let note = ready_note(&identity, &target.name, node_port, &settings);
@@ -218,11 +235,37 @@ async fn reconcile_pod(pod: &Pod, ctx: &Context) -> Result<(Outcome, Action), Fa
     Ok((Outcome::Success, Action::requeue(RESYNC)))
 }
 
-/// The newest live, injected pod of the same group (by creation time, then name: deterministic).
-fn newest_in_group(pod: &Pod, ctx: &Context) -> Option<Arc<Pod>> {
-    let namespace = pod.namespace()?;
-    let group = pod.labels().get(keys::GROUP_LABEL)?;
-    ctx.pods_in_group(&namespace, group)
+async fn invalid_annotation(
+    pod: &Pod,
+    ctx: &Context,
+    invalid: &SettingsError,
+) -> Result<(Outcome, Action), Failure> {
+    let note = format!(
+        "{invalid}. The Role and RoleBinding are in place; the Service waits for a valid annotation."
+    );
+    publish(
+        ctx,
+        &warning("InvalidAnnotation", &note),
+        &pod.object_ref(&()),
+    )
+    .await;
+    Ok((Outcome::Invalid, Action::await_change()))
+}
+
+/// The newest live pod of `pod`'s group that the webhook injected and that has the same workload owner (by creation
+/// time, then name: deterministic), with its agent's port. Candidates are checked newest first, so this usually
+/// resolves one owner, from the cache.
+async fn newest_of_owner(
+    pod: &Pod,
+    ctx: &Context,
+    workload: Option<&OwnerReference>,
+) -> Result<Option<(Arc<Pod>, u16)>, ReconcileError> {
+    let (Some(namespace), Some(group)) = (pod.namespace(), pod.labels().get(keys::GROUP_LABEL))
+    else {
+        return Ok(None);
+    };
+    let mut candidates: Vec<Arc<Pod>> = ctx
+        .pods_in_group(&namespace, group)
         .into_iter()
         .filter(|other| {
             is_injected(other)
@@ -234,16 +277,50 @@ fn newest_in_group(pod: &Pod, ctx: &Context) -> Option<Arc<Pod>> {
                         .map(String::as_str),
                 )
         })
-        .max_by(|a, b| {
+        .collect();
+    candidates.sort_by(|a, b| {
+        let key = |pod: &Pod| {
             (
-                a.metadata.creation_timestamp.as_ref().map(|time| time.0),
-                a.metadata.name.as_ref(),
+                pod.metadata.creation_timestamp.as_ref().map(|time| time.0),
+                pod.metadata.name.clone(),
             )
-                .cmp(&(
-                    b.metadata.creation_timestamp.as_ref().map(|time| time.0),
-                    b.metadata.name.as_ref(),
-                ))
-        })
+        };
+        key(b).cmp(&key(a))
+    });
+    for candidate in candidates {
+        let Ok(agent) = verify_agent(&candidate, &ctx.agent_images) else {
+            continue;
+        };
+        let same_owner = if candidate.metadata.uid == pod.metadata.uid {
+            true
+        } else {
+            let Ok(identity) = pod_identity(&candidate) else {
+                continue;
+            };
+            let owner = workload_owner(ctx, &candidate, &identity).await?;
+            owner.as_ref().map(|owner| &owner.uid) == workload.map(|owner| &owner.uid)
+        };
+        if same_owner {
+            return Ok(Some((candidate, agent.port)));
+        }
+    }
+    Ok(None)
+}
+
+/// The object a claim conflict left unchanged, as the regarding object of an Event.
+fn claimed_object(conflict: &ClaimConflict) -> ObjectReference {
+    let (kind, namespace, name) = conflict.object();
+    let api_version = match kind {
+        "Role" | "RoleBinding" => "rbac.authorization.k8s.io/v1",
+        _ => "v1",
+    };
+    ObjectReference {
+        api_version: Some(api_version.to_owned()),
+        kind: Some(kind.to_owned()),
+        name: Some(name.to_owned()),
+        namespace: Some(namespace.to_owned()),
+        ..ObjectReference::default()
+    }
 }
 
 /// Backoff for failures: slow for what needs a person (a taken port, a missing permission), exponential otherwise.
@@ -259,7 +336,9 @@ pub fn error_policy(pod: Arc<Pod>, error: &ReconcileError, ctx: Arc<Context>) ->
 /// Delay before retrying after the `attempt`-th consecutive failure.
 pub fn retry_after(error: &ReconcileError, attempt: u32) -> Duration {
     match error {
-        ReconcileError::NodePortConflict { .. } | ReconcileError::Forbidden { .. } => SLOW_RETRY,
+        ReconcileError::NodePortConflict { .. }
+        | ReconcileError::Forbidden { .. }
+        | ReconcileError::Claim(_) => SLOW_RETRY,
         ReconcileError::Api { .. } => FIRST_BACKOFF
             .saturating_mul(1 << attempt.saturating_sub(1).min(16))
             .min(MAX_BACKOFF),

@@ -3,6 +3,7 @@
 
 use healthbridge_webhook::config::InjectionConfig;
 use healthbridge_webhook::patch::{AdmissionContext, OptIn};
+use healthbridge_webhook::trust::AgentImages;
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
 
@@ -19,8 +20,13 @@ pub fn pod(value: &Value) -> Pod {
     serde_json::from_value(value.clone()).unwrap()
 }
 
+/// A mirror of the agent image the tests' webhook also allows (`--allowed-agent-images`).
+pub const AGENT_MIRROR: &str = "mirror.example/agent";
+
 pub fn config() -> InjectionConfig {
-    InjectionConfig::new(AGENT_IMAGE, Some("healthbridge-system"))
+    let mut cfg = InjectionConfig::new(AGENT_IMAGE, Some("healthbridge-system"));
+    cfg.agent_images = AgentImages::new(AGENT_IMAGE, [AGENT_MIRROR]);
+    cfg
 }
 
 pub fn by_annotation(namespace: &str) -> AdmissionContext<'_> {

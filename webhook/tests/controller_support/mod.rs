@@ -6,13 +6,14 @@ use std::sync::{Arc, Mutex};
 
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use k8s_openapi::api::core::v1::{Container, ContainerPort, Pod, PodSpec};
+use k8s_openapi::api::core::v1::{Container, ContainerPort, EnvVar, Pod, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::client::Body;
 use serde_json::{Value, json};
 
 use healthbridge_webhook::keys;
+use healthbridge_webhook::trust::{AgentImages, PORT_ENV};
 
 /// A pod under construction: `pod("web-1").in_namespace("shop").injected().in_group("web").build()`.
 pub struct PodBuilder {
@@ -67,22 +68,45 @@ impl PodBuilder {
 
     /// What the webhook leaves on a pod it injected: the marker and the agent container with its port.
     pub fn injected(self) -> Self {
-        let mut built = self
-            .with_annotation(keys::INJECT, "true")
-            .with_annotation(keys::STATUS, keys::STATUS_INJECTED);
-        if let Some(spec) = built.pod.spec.as_mut() {
+        self.injected_on_port(13000)
+    }
+
+    /// [`Self::injected`] with the agent listening on `port`.
+    pub fn injected_on_port(self, port: u16) -> Self {
+        self.with_marker()
+            .with_agent(agent_container(AGENT_IMAGE, port))
+    }
+
+    /// The annotations the webhook writes, without any agent container: what a pod author can forge.
+    pub fn with_marker(self) -> Self {
+        self.with_annotation(keys::INJECT, "true")
+            .with_annotation(keys::STATUS, keys::STATUS_INJECTED)
+    }
+
+    /// Adds `agent` as a native sidecar.
+    pub fn with_agent(mut self, agent: Container) -> Self {
+        if let Some(spec) = self.pod.spec.as_mut() {
             spec.init_containers
                 .get_or_insert_with(Vec::new)
-                .push(Container {
-                    name: keys::AGENT_CONTAINER.to_owned(),
-                    ports: Some(vec![ContainerPort {
-                        container_port: 13000,
-                        ..ContainerPort::default()
-                    }]),
-                    ..Container::default()
-                });
+                .push(agent);
         }
-        built
+        self
+    }
+
+    /// The app container declares `port`, as an app serving on it does.
+    pub fn app_on_port(mut self, port: u16) -> Self {
+        if let Some(app) = self
+            .pod
+            .spec
+            .as_mut()
+            .and_then(|spec| spec.containers.first_mut())
+        {
+            app.ports = Some(vec![ContainerPort {
+                container_port: i32::from(port),
+                ..ContainerPort::default()
+            }]);
+        }
+        self
     }
 
     pub fn in_group(self, group: &str) -> Self {
@@ -108,6 +132,35 @@ impl PodBuilder {
 
     pub fn build(self) -> Pod {
         self.pod
+    }
+}
+
+/// The agent image the tests' controller trusts.
+pub const AGENT_IMAGE: &str = "docker.io/healthbridge/agent:0.1.0";
+
+/// The images the tests' controller trusts: [`AGENT_IMAGE`]'s repository.
+pub fn agent_images() -> AgentImages {
+    AgentImages::new(AGENT_IMAGE, std::iter::empty::<&str>())
+}
+
+/// The agent container as the webhook injects it, listening on `port`.
+pub fn agent_container(image: &str, port: u16) -> Container {
+    Container {
+        name: keys::AGENT_CONTAINER.to_owned(),
+        image: Some(image.to_owned()),
+        restart_policy: Some("Always".to_owned()),
+        ports: Some(vec![ContainerPort {
+            name: Some("healthbridge".to_owned()),
+            container_port: i32::from(port),
+            protocol: Some("TCP".to_owned()),
+            ..ContainerPort::default()
+        }]),
+        env: Some(vec![EnvVar {
+            name: PORT_ENV.to_owned(),
+            value: Some(port.to_string()),
+            ..EnvVar::default()
+        }]),
+        ..Container::default()
     }
 }
 
