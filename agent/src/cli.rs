@@ -3,8 +3,8 @@
 use clap::{Parser, Subcommand};
 
 use crate::config::ServeArgs;
-use crate::logging::LogFormat;
 use crate::probe::ProbeArgs;
+use healthbridge_runtime::logging::LogFormat;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -36,7 +36,7 @@ pub struct Cli {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Serve /health, /all, /self, /metrics and exec URLs (the default).
+    /// Serve /health, /all, /self and exec URLs, and /metrics on the admin port (the default).
     Serve(ServeArgs),
     /// One HTTP(S) check for exec probes; exit 0 healthy, 2 bad arguments, 3 could not connect, 4 unhealthy.
     /// Also runs when the binary is called `healthbridge-probe`.

@@ -7,6 +7,7 @@ use http::StatusCode;
 
 use crate::endpoints::EndpointArgs;
 use crate::exec::ExecArgs;
+use crate::listen::ListenArgs;
 use crate::pod_status::Target;
 
 /// Settings of the pod-status part of `serve`.
@@ -15,6 +16,10 @@ pub struct ServeArgs {
     /// Port to listen on, on 0.0.0.0 and [::].
     #[arg(long, env = "HTTP_HEALTHCHECK_SIDECAR_PORT", default_value_t = 3000)]
     pub port: u16,
+
+    /// The admin port and the published port's connection bounds.
+    #[command(flatten)]
+    pub listen: ListenArgs,
 
     /// Healthy iff this container is ready; unset: every app container of the pod must be ready.
     #[arg(long, env = "HTTP_HEALTHCHECK_SIDECAR_TARGET_CONTAINER")]

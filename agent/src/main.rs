@@ -8,7 +8,8 @@ use clap::Parser;
 use healthbridge_agent::cli::{Cli, Command};
 use healthbridge_agent::probe::{ProbeArgs, ProbeExit};
 use healthbridge_agent::run::RunError;
-use healthbridge_agent::{logging, probe, run, shutdown};
+use healthbridge_agent::{probe, run};
+use healthbridge_runtime::{logging, shutdown};
 
 fn main() -> ExitCode {
     // `probe` (or a binary named `healthbridge-probe`) must start fast and accept the old single-dash flags.

@@ -15,10 +15,10 @@ use crate::config::{
     AgentResources, DEFAULT_AGENT_PORT, InjectionConfig, NativeSidecar, supports_native_sidecars,
 };
 use crate::controller::{self, ControllerArgs, ControllerError};
-use crate::logging::LogFormat;
 use crate::metrics::Metrics;
 use crate::server::{self, Readiness};
 use crate::tls::{CertFiles, CertStore, TlsError};
+use healthbridge_runtime::logging::LogFormat;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -92,6 +92,9 @@ pub struct ServerArgs {
     /// More namespaces whose pods are never injected (kube-system, kube-public, kube-node-lease and the webhook's own always are).
     #[arg(long, env = "HEALTHBRIDGE_EXCLUDE_NAMESPACES", value_delimiter = ',')]
     pub exclude_namespaces: Vec<String>,
+    /// Connection bounds of the admission listener.
+    #[command(flatten)]
+    pub limits: server::LimitArgs,
     /// How long in-flight admissions may take to finish after SIGTERM.
     #[arg(long, env = "HEALTHBRIDGE_DRAIN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
@@ -284,6 +287,7 @@ async fn serve_admission(
         (Some(cert), Some(key), _) => {
             let mut files = CertFiles::new(cert.clone(), key.clone());
             files.reload_if_changed(&store)?;
+            crate::tls::record_expiry(&store, &metrics);
             readiness.set_ready(true);
             tokio::spawn(crate::tls::watch_files(
                 files,
@@ -309,9 +313,8 @@ async fn serve_admission(
             );
         }
     }
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .map_err(|source| RunError::Listen {
+    let listener =
+        healthbridge_runtime::serve::listen(args.listen).map_err(|source| RunError::Listen {
             addr: args.listen,
             source,
         })?;
@@ -337,17 +340,14 @@ async fn serve_admission(
         tls,
         admission::app(state),
         shutdown.clone(),
-        args.drain_timeout,
+        args.limits.limits(args.drain_timeout),
     )
     .await;
     shutdown.cancel();
-    match admin.await {
-        Ok(result) => result.map_err(RunError::Admin),
-        Err(error) => {
-            tracing::error!(%error, "admin server task failed");
-            Ok(())
-        }
+    if let Err(error) = admin.await {
+        tracing::error!(%error, "admin server task failed");
     }
+    Ok(())
 }
 
 #[cfg(test)]

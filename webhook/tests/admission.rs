@@ -11,7 +11,7 @@ use common::{big_pod, config, fixture, review, unbase64};
 use healthbridge_webhook::admission::{AdmissionState, MAX_BODY_BYTES, app};
 use healthbridge_webhook::certs::CertBundle;
 use healthbridge_webhook::metrics::Metrics;
-use healthbridge_webhook::server::{Readiness, admin_app, serve_tls};
+use healthbridge_webhook::server::{LimitArgs, Readiness, admin_app, serve_tls};
 use healthbridge_webhook::tls::{CertFiles, CertStore};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -25,6 +25,8 @@ use tower::ServiceExt;
 struct Webhook {
     addr: SocketAddr,
     client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// Speaks HTTP/2 only, as the API server does when the webhook offers it.
+    h2: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     server: tokio::task::JoinHandle<()>,
@@ -54,7 +56,7 @@ async fn webhook() -> Webhook {
         store.server_config().unwrap(),
         app(state),
         shutdown.clone(),
-        Duration::from_secs(5),
+        LimitArgs::default().limits(Duration::from_secs(5)),
     ));
 
     let mut roots = rustls::RootCertStore::empty();
@@ -68,15 +70,24 @@ async fn webhook() -> Webhook {
     .with_root_certificates(roots)
     .with_no_client_auth();
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
+        .with_tls_config(tls.clone())
         .https_only()
         .enable_http1()
         .enable_http2()
         .build();
     let client = Client::builder(TokioExecutor::new()).build(connector);
+    let h2_connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only()
+        .enable_http2()
+        .build();
+    let h2 = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build(h2_connector);
     Webhook {
         addr,
         client,
+        h2,
         metrics,
         shutdown,
         server,
@@ -87,11 +98,24 @@ use rustls_pki_types::pem::PemObject;
 
 impl Webhook {
     async fn post_bytes(&self, path: &str, body: Vec<u8>) -> (u16, Bytes) {
-        let request = hyper::Request::post(format!("https://localhost:{}{path}", self.addr.port()))
+        Self::post_with(&self.client, self.addr, path, body).await
+    }
+
+    async fn post_bytes_h2(&self, path: &str, body: Vec<u8>) -> (u16, Bytes) {
+        Self::post_with(&self.h2, self.addr, path, body).await
+    }
+
+    async fn post_with(
+        client: &Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+        addr: SocketAddr,
+        path: &str,
+        body: Vec<u8>,
+    ) -> (u16, Bytes) {
+        let request = hyper::Request::post(format!("https://localhost:{}{path}", addr.port()))
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(body)))
             .unwrap();
-        let response = self.client.request(request).await.unwrap();
+        let response = client.request(request).await.unwrap();
         let status = response.status().as_u16();
         (
             status,
@@ -183,6 +207,17 @@ async fn a_body_over_three_mebibytes_is_refused() {
         .await;
     assert_eq!(status, 413);
     assert!(String::from_utf8_lossy(&body).contains("3 MiB"));
+}
+
+#[tokio::test]
+async fn a_body_over_three_mebibytes_gets_its_413_over_http2_too() {
+    let webhook = webhook().await;
+    for size in [MAX_BODY_BYTES + 1, 4 * 1024 * 1024, 16 * 1024 * 1024] {
+        let (status, body) = webhook.post_bytes_h2("/mutate", vec![b' '; size]).await;
+        assert_eq!(status, 413, "{size} bytes over HTTP/2");
+        assert!(String::from_utf8_lossy(&body).contains("3 MiB"));
+    }
+    assert_eq!(webhook.metrics.count("error"), 3);
 }
 
 #[tokio::test]
