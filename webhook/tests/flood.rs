@@ -42,6 +42,9 @@ const PARTIAL_REQUEST: &[u8] = b"POST /mutate HTTP/1.1\r\nHost: x\r\n";
 struct Webhook {
     child: Child,
     port: u16,
+    admin_port: u16,
+    /// When the serving certificate expires (Unix time).
+    cert_not_after: i64,
     tls: TlsConnector,
     _dir: tempfile::TempDir,
 }
@@ -68,7 +71,7 @@ impl Webhook {
         let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
         std::fs::write(&cert, &bundle.cert).unwrap();
         std::fs::write(&key, &bundle.key).unwrap();
-        let port = free_port();
+        let (port, admin_port) = (free_port(), free_port());
         let child = Command::new(env!("CARGO_BIN_EXE_healthbridge-webhook"))
             .env_clear()
             .env("RUST_LOG", "warn")
@@ -78,7 +81,7 @@ impl Webhook {
             .arg("--tls-key-file")
             .arg(&key)
             .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--admin-listen", &format!("127.0.0.1:{}", free_port())])
+            .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -97,6 +100,8 @@ impl Webhook {
         let webhook = Self {
             child,
             port,
+            admin_port,
+            cert_not_after: bundle.cert_not_after,
             tls: TlsConnector::from(Arc::new(config)),
             _dir: dir,
         };
@@ -236,4 +241,33 @@ async fn the_webhook_answers_admissions_within_its_memory_limit_under_half_open_
             probes.summary()
         );
     }
+}
+
+#[tokio::test]
+async fn with_certificate_files_the_expiry_metric_is_the_certificates_not_after() {
+    let webhook = Webhook::start().await;
+    let mut stream = TcpStream::connect(("127.0.0.1", webhook.admin_port))
+        .await
+        .unwrap();
+    let metrics = {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).await.unwrap();
+        text
+    };
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("healthbridge_webhook_certificate_not_after_timestamp "))
+        .unwrap_or_else(|| panic!("no expiry metric in {metrics}"));
+    assert_eq!(
+        line,
+        format!(
+            "healthbridge_webhook_certificate_not_after_timestamp {}",
+            webhook.cert_not_after
+        )
+    );
 }
