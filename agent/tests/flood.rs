@@ -1,6 +1,9 @@
 //! The real agent binary under connection floods on loopback: 10,000 half-open connections, then (fresh agent) a
 //! slowloris of 1,000, while a load balancer's `GET /health` keeps answering and memory stays within the chart's 32Mi.
 //!
+//! A normal request runs every 100 ms; the test fails if two in a row fail (a load balancer counts a backend down
+//! only after several failed checks) or if the server still holds the attack's connections 15 s after its timeouts.
+//!
 //! `cargo test` runs the debug binary, whose idle RSS (≈20 MiB of mapped debug code) is far above the release
 //! binary's (≈7 MiB), so what is checked is the growth under attack against the room a release agent has:
 //! 32 MiB minus `RELEASE_IDLE_KIB`. The figures are printed (`--nocapture`).
@@ -12,7 +15,8 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use healthbridge_runtime::flood::{
-    Held, Probes, half_open, http1_status, raise_fd_limit, rss_kib, slowloris, under_attack,
+    Held, Probes, SLACK_FDS, half_open, http1_status, raise_fd_limit, rss_kib, slowloris,
+    under_attack,
 };
 use tokio::net::TcpStream;
 
@@ -24,8 +28,8 @@ const HALF_OPEN: usize = 10_000;
 const SLOWLORIS: usize = 1_000;
 /// File descriptors this test process keeps for itself beyond the attack's connections.
 const FD_RESERVE: u64 = 200;
-/// Server file descriptors a probe in flight or a lagging close may account for.
-const SLACK_FDS: usize = 8;
+/// The default connection bound of the agent's listener.
+const MAX_CONNECTIONS: usize = 512;
 const PARTIAL_REQUEST: &[u8] = b"GET /health HTTP/1.1\r\nHost: x\r\n";
 
 struct Agent {
@@ -155,15 +159,23 @@ async fn the_agent_answers_health_within_its_memory_limit_under_half_open_connec
         slowloris_probes.summary()
     );
     eprintln!(
-        "connections the agent still held at the end: {} of {} half-open after 7 s, {} of {} slowloris after 10 s",
+        "connections the agent still held at the end: {} of {} half-open after 7 s (the rest closed {:?} later), \
+         {} of {} slowloris after 10 s (the rest closed {:?} later)",
         half_open_held.held_by_server,
         half_open_held.opened,
+        half_open_held.released_after,
         slowloris_held.held_by_server,
-        slowloris_held.opened
+        slowloris_held.opened,
+        slowloris_held.released_after,
     );
     assert!(
-        half_open_held.held_by_server <= SLACK_FDS && slowloris_held.held_by_server <= SLACK_FDS,
-        "the agent kept connections that never sent a complete request: {half_open_held:?}, {slowloris_held:?}"
+        half_open_held.held_by_server <= MAX_CONNECTIONS + SLACK_FDS
+            && slowloris_held.held_by_server <= MAX_CONNECTIONS + SLACK_FDS,
+        "the agent held more connections than its bound: {half_open_held:?}, {slowloris_held:?}"
+    );
+    assert!(
+        half_open_held.released_after.is_some() && slowloris_held.released_after.is_some(),
+        "the agent kept connections past its timeouts (not released within 15 s): {half_open_held:?}, {slowloris_held:?}"
     );
     assert!(
         half_open_growth < budget && slowloris_growth < budget,
@@ -175,8 +187,8 @@ async fn the_agent_answers_health_within_its_memory_limit_under_half_open_connec
         ("slowloris", &slowloris_probes),
     ] {
         assert!(
-            probes.failures.is_empty() && !probes.answered.is_empty(),
-            "GET /health failed under the {attack} attack: {}",
+            probes.longest_failure_streak < 2 && probes.answered.len() >= 20,
+            "GET /health failed twice in a row (a load balancer would start counting the backend down) under the {attack} attack: {}",
             probes.summary()
         );
     }

@@ -126,6 +126,8 @@ pub struct Probes {
     pub answered: Vec<Duration>,
     /// Status codes other than the expected one, and errors, as text.
     pub failures: Vec<String>,
+    /// Most failures in a row: a load balancer marks a backend down only after several (HAProxy `fall 3`).
+    pub longest_failure_streak: usize,
 }
 
 impl Probes {
@@ -139,12 +141,13 @@ impl Probes {
                 .map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
         };
         format!(
-            "{} answered (p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms), {} failed{}",
+            "{} answered (p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms), {} failed (at most {} in a row){}",
             sorted.len(),
             at(0.5),
             at(0.99),
             at(1.0),
             self.failures.len(),
+            self.longest_failure_streak,
             self.failures
                 .first()
                 .map(|f| format!(" (first: {f})"))
@@ -230,14 +233,38 @@ pub fn open_fds(pid: u32) -> usize {
 pub struct Held {
     /// Connections that connected (and took their first bytes).
     pub opened: usize,
-    /// File descriptors the server had open at the end beyond those it had before the attack: the attack's
-    /// connections it still holds. (Counted at the server: a connection the kernel completed but never queued
+    /// File descriptors the server had open at the end of the attack beyond those it had before: the attack's
+    /// connections it still held. (Counted at the server: a connection the kernel completed but never queued
     /// for accept looks open to the client and costs the server nothing.)
     pub held_by_server: usize,
+    /// How long after the end of the attack (connections still open on the client side) the server was back to
+    /// at most `slack` extra descriptors; `None` if not within the settle time.
+    pub released_after: Option<Duration>,
 }
 
+/// Polls (with backoff) until the server `pid` has at most `before + slack` descriptors open, for up to `settle`.
+async fn released(pid: u32, before: usize, slack: usize, settle: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    let mut delay = Duration::from_millis(20);
+    loop {
+        if open_fds(pid) <= before + slack {
+            return Some(started.elapsed());
+        }
+        if started.elapsed() >= settle {
+            return None;
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(500));
+    }
+}
+
+/// Server descriptors a probe in flight or a lagging close may account for.
+pub const SLACK_FDS: usize = 8;
+/// How long after an attack the server's timeouts get to close what it still holds.
+const SETTLE: Duration = Duration::from_secs(15);
+
 /// Opens `count` TCP connections to the server `pid`, half silent and half with `partial` written, holds them
-/// for `hold`, then counts how many the server still holds.
+/// for `hold`, counts how many the server still holds, and waits (bounded) for the server to let them go.
 pub async fn half_open<C, F>(
     pid: u32,
     count: usize,
@@ -255,14 +282,17 @@ where
     let partial = open(count - count / 2, 500, timeout, partial, connect);
     let (silent, partial) = tokio::join!(silent, partial);
     tokio::time::sleep(hold).await;
+    let held_by_server = open_fds(pid).saturating_sub(before);
+    let released_after = released(pid, before, SLACK_FDS, SETTLE).await;
     Held {
         opened: silent.len() + partial.len(),
-        held_by_server: open_fds(pid).saturating_sub(before),
+        held_by_server,
+        released_after,
     }
 }
 
 /// Opens `count` connections to the server `pid` with `start` written, then writes one byte on each every 2 s
-/// for `hold`, then counts how many the server still holds.
+/// for `hold`, counts how many the server still holds, and waits (bounded) for the server to let them go.
 pub async fn slowloris<S, C, F>(
     pid: u32,
     count: usize,
@@ -282,10 +312,12 @@ where
     let trickling = tokio::spawn(trickle(streams, Duration::from_secs(2), stop.clone()));
     tokio::time::sleep(hold).await;
     let held_by_server = open_fds(pid).saturating_sub(before);
+    let released_after = released(pid, before, SLACK_FDS, SETTLE).await;
     stop.cancel();
     let _ = trickling.await;
     Held {
         opened,
         held_by_server,
+        released_after,
     }
 }

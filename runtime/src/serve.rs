@@ -204,17 +204,22 @@ async fn accept_loop<H: Handshake>(listener: TcpListener, server: Arc<Server<H>>
             accepted = listener.accept() => accepted,
         };
         match accepted {
-            Ok((tcp, _peer)) => match server.table.admit() {
-                Some(slot) => {
-                    let server = Arc::clone(&server);
-                    server
-                        .connections
-                        .clone()
-                        .spawn(connection(tcp, slot, server));
+            Ok((tcp, _peer)) => {
+                match server.table.admit() {
+                    Some(slot) => {
+                        let server = Arc::clone(&server);
+                        server
+                            .connections
+                            .clone()
+                            .spawn(connection(tcp, slot, server));
+                    }
+                    // Every slot has a request in flight: closing at once costs nothing and tells the client.
+                    None => drop(tcp),
                 }
-                // Every slot has a request in flight: closing at once costs nothing and tells the client.
-                None => drop(tcp),
-            },
+                // Let the new connection read its request before more accepts can make it the oldest idle
+                // one: under a flood, a load balancer's check must be seen as busy before it can be evicted.
+                tokio::task::yield_now().await;
+            }
             Err(error) => {
                 // Out of file descriptors and the like: back off instead of spinning.
                 tracing::warn!(%error, "accept failed");

@@ -3,6 +3,9 @@
 //! finish the TLS handshake and then send a header byte every 2 s — the gap after the handshake timeout — while an
 //! admission review keeps being answered and memory stays within the chart's 128Mi.
 //!
+//! A normal request runs every 100 ms; the test fails if two in a row fail (a load balancer counts a backend down
+//! only after several failed checks) or if the server still holds the attack's connections 15 s after its timeouts.
+//!
 //! `cargo test` runs the debug binary, whose idle RSS is far above the release binary's, so what is checked is the
 //! growth under attack against 128 MiB minus `RELEASE_IDLE_KIB`. The figures are printed (`--nocapture`).
 #![allow(clippy::unwrap_used)]
@@ -17,7 +20,8 @@ use std::time::Duration;
 use common::{fixture, review};
 use futures::future::BoxFuture;
 use healthbridge_runtime::flood::{
-    Held, Probes, half_open, http1_status, raise_fd_limit, rss_kib, slowloris, under_attack,
+    Held, Probes, SLACK_FDS, half_open, http1_status, raise_fd_limit, rss_kib, slowloris,
+    under_attack,
 };
 use healthbridge_webhook::certs::CertBundle;
 use rustls_pki_types::pem::PemObject;
@@ -33,8 +37,8 @@ const RELEASE_IDLE_KIB: u64 = 16 * 1024;
 const HALF_OPEN: usize = 10_000;
 const SLOWLORIS: usize = 1_000;
 const FD_RESERVE: u64 = 200;
-/// Server file descriptors a probe in flight or a lagging close may account for.
-const SLACK_FDS: usize = 8;
+/// The default connection bound of the webhook's listener.
+const MAX_CONNECTIONS: usize = 1024;
 /// The first bytes of a TLS record carrying a ClientHello, and no more.
 const PARTIAL_CLIENT_HELLO: &[u8] = b"\x16\x03\x01\x02\x00\x01";
 const PARTIAL_REQUEST: &[u8] = b"POST /mutate HTTP/1.1\r\nHost: x\r\n";
@@ -185,8 +189,7 @@ async fn the_webhook_answers_admissions_within_its_memory_limit_under_half_open_
             webhook.pid(),
             connections,
             PARTIAL_CLIENT_HELLO,
-            // Past the 10 s TLS handshake timeout: a half-open connection here is one stuck in the handshake.
-            Duration::from_secs(12),
+            Duration::from_secs(7),
             webhook.tcp(),
         ))
         .await;
@@ -216,15 +219,23 @@ async fn the_webhook_answers_admissions_within_its_memory_limit_under_half_open_
         slowloris_probes.summary()
     );
     eprintln!(
-        "connections the webhook still held at the end: {} of {} half-open after 12 s, {} of {} slowloris after 10 s",
+        "connections the webhook still held at the end: {} of {} half-open after 7 s (the rest closed {:?} later), \
+         {} of {} slowloris after 10 s (the rest closed {:?} later)",
         half_open_held.held_by_server,
         half_open_held.opened,
+        half_open_held.released_after,
         slowloris_held.held_by_server,
-        slowloris_held.opened
+        slowloris_held.opened,
+        slowloris_held.released_after,
     );
     assert!(
-        half_open_held.held_by_server <= SLACK_FDS && slowloris_held.held_by_server <= SLACK_FDS,
-        "the webhook kept connections that never sent a complete request: {half_open_held:?}, {slowloris_held:?}"
+        half_open_held.held_by_server <= MAX_CONNECTIONS + SLACK_FDS
+            && slowloris_held.held_by_server <= MAX_CONNECTIONS + SLACK_FDS,
+        "the webhook held more connections than its bound: {half_open_held:?}, {slowloris_held:?}"
+    );
+    assert!(
+        half_open_held.released_after.is_some() && slowloris_held.released_after.is_some(),
+        "the webhook kept connections past its timeouts (not released within 15 s): {half_open_held:?}, {slowloris_held:?}"
     );
     assert!(
         half_open_growth < budget && slowloris_growth < budget,
@@ -236,8 +247,8 @@ async fn the_webhook_answers_admissions_within_its_memory_limit_under_half_open_
         ("slowloris", &slowloris_probes),
     ] {
         assert!(
-            probes.failures.is_empty() && !probes.answered.is_empty(),
-            "POST /mutate failed under the {attack} attack: {}",
+            probes.longest_failure_streak < 2 && probes.answered.len() >= 20,
+            "POST /mutate failed twice in a row (a load balancer would start counting the backend down) under the {attack} attack: {}",
             probes.summary()
         );
     }
