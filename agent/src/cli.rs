@@ -4,10 +4,11 @@ use std::ffi::OsString;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use healthbridge_contract::env;
 
 use crate::config::ServeArgs;
-use crate::logging::LogFormat;
 use crate::probe::ProbeArgs;
+use healthbridge_runtime::logging::LogFormat;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -20,7 +21,7 @@ pub struct Cli {
     /// Log format on stderr.
     #[arg(
         long,
-        env = "HTTP_HEALTHCHECK_SIDECAR_LOG_FORMAT",
+        env = env::LOG_FORMAT,
         value_enum,
         default_value_t,
         global = true
@@ -39,7 +40,7 @@ pub struct Cli {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Serve /health, /all, /self, /metrics and exec URLs (the default).
+    /// Serve /health, /all, /self and exec URLs, and /metrics on the admin port (the default).
     Serve(ServeArgs),
     /// One HTTP(S) check for exec probes; exit 0 healthy, 2 bad arguments, 3 could not connect, 4 unhealthy.
     /// Also runs when the binary is called `healthbridge-probe`.

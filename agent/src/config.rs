@@ -10,6 +10,7 @@ use http::StatusCode;
 
 use crate::endpoints::EndpointArgs;
 use crate::exec::ExecArgs;
+use crate::listen::ListenArgs;
 use crate::pod_status::{OnStale, Target};
 
 /// Settings of the pod-status part of `serve`.
@@ -18,6 +19,10 @@ pub struct ServeArgs {
     /// Port to listen on, on 0.0.0.0 and [::].
     #[arg(long, env = env::PORT, default_value_t = 3000, value_parser = setting(env::PORT, "--port", value::parse_port))]
     pub port: u16,
+
+    /// The admin port and the published port's connection bounds.
+    #[command(flatten)]
+    pub listen: ListenArgs,
 
     /// Healthy iff this container is ready; unset: every app container of the pod must be ready.
     #[arg(long, env = env::TARGET_CONTAINER)]

@@ -1,9 +1,11 @@
-//! Aggregated endpoint checks for `/all`: every configured URL fetched concurrently, 200–399 healthy, optional shared cache.
+//! Aggregated endpoint checks for `/all`: every configured URL fetched concurrently, 200–399 healthy; concurrent
+//! requests share the round in flight and its result is reused for `CACHE_TTL`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::join_all;
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared, join_all};
 use http::{Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
@@ -12,7 +14,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use thiserror::Error;
-use tokio::sync::Mutex;
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use healthbridge_contract::duration::{format_duration, parse_duration, parse_positive_duration};
@@ -27,6 +29,8 @@ use crate::tls::{ClientTlsArgs, TlsError};
 pub const MAX_REDIRECTS: usize = 10;
 /// Body bytes read (and thrown away) so the connection can be reused; a longer body just closes the connection.
 const DRAIN_LIMIT: usize = 64 * 1024;
+/// Outbound requests in flight at once, whatever the number of endpoints: each holds at most one connection.
+pub const MAX_OUTBOUND: usize = 32;
 
 /// Endpoint-check flags, each also an `HTTP_HEALTHCHECK_SIDECAR_` variable.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
@@ -51,8 +55,9 @@ pub struct EndpointArgs {
         value_parser = clap::builder::BoolishValueParser::new()
     )]
     pub follow_redirects: bool,
-    /// Reuse one round of endpoint checks for this long (0 = check on every request); concurrent requests share a round.
-    #[arg(long, env = env::CACHE_TTL, default_value = "0", value_parser = setting(env::CACHE_TTL, "--cache-ttl", parse_duration))]
+    /// Reuse one round of endpoint checks for this long (0 = a new round for every request not arriving while one
+    /// runs); concurrent requests always share the round in flight.
+    #[arg(long, env = env::CACHE_TTL, default_value = "1s", value_parser = setting(env::CACHE_TTL, "--cache-ttl", parse_duration))]
     pub cache_ttl: Duration,
     #[command(flatten)]
     pub tls: ClientTlsArgs,
@@ -64,7 +69,7 @@ impl Default for EndpointArgs {
             endpoints: Vec::new(),
             timeout: Duration::from_secs(3),
             follow_redirects: false,
-            cache_ttl: Duration::ZERO,
+            cache_ttl: Duration::from_secs(1),
             tls: ClientTlsArgs::default(),
         }
     }
@@ -171,8 +176,18 @@ pub struct EndpointChecker {
 struct Inner {
     client: HttpClient,
     config: EndpointConfig,
-    /// Held for a whole round when caching, so concurrent callers wait for that round instead of starting their own.
-    cache: Mutex<Option<(Instant, Arc<Vec<CheckResult>>)>>,
+    /// Bounds outbound requests (hence connections) across rounds.
+    outbound: Semaphore,
+    round: std::sync::Mutex<Round>,
+}
+
+type Results = Arc<Vec<CheckResult>>;
+
+/// The single flight: callers arriving while a round runs await that round; its result is reused for the TTL.
+enum Round {
+    Idle,
+    Running(Shared<BoxFuture<'static, Results>>),
+    Done { at: Instant, results: Results },
 }
 
 impl std::fmt::Debug for EndpointChecker {
@@ -194,12 +209,14 @@ impl EndpointChecker {
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(MAX_OUTBOUND)
             .build(tls.connector());
         Ok(Self {
             inner: Arc::new(Inner {
                 client,
                 config,
-                cache: Mutex::new(None),
+                outbound: Semaphore::new(MAX_OUTBOUND),
+                round: std::sync::Mutex::new(Round::Idle),
             }),
         })
     }
@@ -213,20 +230,41 @@ impl EndpointChecker {
     }
 
     /// One result per endpoint, in configuration order; takes about the slowest endpoint, at most the timeout.
+    /// A call while a round runs gets that round's results; a call within `cache_ttl` of the last round, those.
     pub async fn check_all(&self) -> Vec<CheckResult> {
-        let ttl = self.inner.config.cache_ttl;
-        if ttl.is_zero() {
-            return self.run_round().await;
+        let round = {
+            let mut round = self.lock_round();
+            match &*round {
+                Round::Done { at, results } if at.elapsed() < self.inner.config.cache_ttl => {
+                    return results.as_ref().clone();
+                }
+                Round::Running(running) => running.clone(),
+                Round::Idle | Round::Done { .. } => {
+                    let this = self.clone();
+                    let running = async move { Arc::new(this.run_round().await) }
+                        .boxed()
+                        .shared();
+                    *round = Round::Running(running.clone());
+                    running
+                }
+            }
+        };
+        let results = round.clone().await;
+        let mut state = self.lock_round();
+        if matches!(&*state, Round::Running(running) if running.ptr_eq(&round)) {
+            *state = Round::Done {
+                at: Instant::now(),
+                results: Arc::clone(&results),
+            };
         }
-        let mut cache = self.inner.cache.lock().await;
-        if let Some((at, results)) = cache.as_ref()
-            && at.elapsed() < ttl
-        {
-            return results.as_ref().clone();
-        }
-        let results = Arc::new(self.run_round().await);
-        *cache = Some((Instant::now(), results.clone()));
         results.as_ref().clone()
+    }
+
+    fn lock_round(&self) -> std::sync::MutexGuard<'_, Round> {
+        self.inner
+            .round
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     async fn run_round(&self) -> Vec<CheckResult> {
@@ -235,16 +273,22 @@ impl EndpointChecker {
                 .config
                 .endpoints
                 .iter()
-                .map(|uri| self.check_one(uri)),
+                .enumerate()
+                .map(|(index, uri)| self.check_one(index, uri)),
         )
         .await
     }
 
-    async fn check_one(&self, uri: &Uri) -> CheckResult {
-        let name = format!("endpoint:{uri}");
+    async fn check_one(&self, index: usize, uri: &Uri) -> CheckResult {
+        let name = format!("endpoint:{}", redact(uri));
         let started = Instant::now();
         let timeout = self.inner.config.timeout;
-        let result = match tokio::time::timeout(timeout, self.fetch(uri)).await {
+        let fetch = async {
+            // Closed only on drop, which never happens while `self` is borrowed.
+            let _permit = self.inner.outbound.acquire().await;
+            self.fetch(uri).await
+        };
+        let result = match tokio::time::timeout(timeout, fetch).await {
             Err(_) => CheckResult::fail(
                 name,
                 format!("no answer within {}", format_duration(timeout)),
@@ -255,7 +299,10 @@ impl EndpointChecker {
             }
             Ok(Ok(status)) => CheckResult::fail(name, describe_status(status)),
         };
-        result.with_latency(started.elapsed())
+        // The published port names an endpoint by its position only: URLs may carry hosts, ports and tokens.
+        result
+            .with_latency(started.elapsed())
+            .with_public_name(format!("endpoint:{}", index + 1))
     }
 
     async fn fetch(&self, uri: &Uri) -> Result<StatusCode, String> {
@@ -288,8 +335,9 @@ impl EndpointChecker {
                 (true, Some(location)) => {
                     current = resolve_location(&current, &location).ok_or_else(|| {
                         format!(
-                            "HTTP {} with an unusable Location `{location}`",
-                            status.as_u16()
+                            "HTTP {} with an unusable Location `{}`",
+                            status.as_u16(),
+                            redact_text(&location)
                         )
                     })?;
                 }
@@ -297,6 +345,38 @@ impl EndpointChecker {
             }
         }
         Err(format!("more than {MAX_REDIRECTS} redirects"))
+    }
+}
+
+/// A URL fit to print: userinfo and query, which may carry credentials and tokens, replaced by `REDACTED`.
+pub fn redact(uri: &Uri) -> String {
+    let mut text = String::new();
+    if let Some(scheme) = uri.scheme_str() {
+        text.push_str(scheme);
+        text.push_str("://");
+    }
+    if let Some(authority) = uri.authority() {
+        let authority = authority.as_str();
+        match authority.rsplit_once('@') {
+            Some((_, host)) => {
+                text.push_str("REDACTED@");
+                text.push_str(host);
+            }
+            None => text.push_str(authority),
+        }
+    }
+    text.push_str(uri.path());
+    if uri.query().is_some() {
+        text.push_str("?REDACTED");
+    }
+    text
+}
+
+/// [`redact`] for text that may not parse as a URL (a `Location` header): parsed if it can be, else withheld.
+fn redact_text(text: &str) -> String {
+    match text.parse::<Uri>() {
+        Ok(uri) => redact(&uri),
+        Err(_) => "(unparsable, not shown)".to_owned(),
     }
 }
 

@@ -1,4 +1,5 @@
-//! Turns a `Report` into an HTTP answer: a one-line reason, a kube-apiserver style `?verbose` list, or JSON.
+//! Turns a `Report` into an HTTP answer: on the published port `OK` or the names of the failing checks; on the
+//! admin port a one-line reason, a kube-apiserver style `?verbose` list, or JSON.
 
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
@@ -47,6 +48,22 @@ pub fn render(
     format: Format,
     unhealthy_status: StatusCode,
 ) -> Response {
+    answer(report, title, format, unhealthy_status, false)
+}
+
+/// The published port's answer: `OK`, or `UNAVAILABLE: ` and the names of the failing checks, whatever was asked.
+/// Reasons stay on the admin port: they carry termination messages, API errors, endpoint errors.
+pub fn render_public(report: &Report, unhealthy_status: StatusCode) -> Response {
+    answer(report, "", Format::Line, unhealthy_status, true)
+}
+
+fn answer(
+    report: &Report,
+    title: &str,
+    format: Format,
+    unhealthy_status: StatusCode,
+    public: bool,
+) -> Response {
     let healthy = report.healthy();
     let status = if healthy {
         StatusCode::OK
@@ -54,6 +71,7 @@ pub fn render(
         unhealthy_status
     };
     let (content_type, body) = match format {
+        Format::Line if !healthy && public => (TEXT, Body::from(public_line(report))),
         // The common answer needs no allocation.
         Format::Line if healthy => (TEXT, Body::from("OK")),
         Format::Line => (TEXT, Body::from(line(report))),
@@ -81,6 +99,15 @@ pub fn line(report: &Report) -> String {
         .map(|c| format!("{}: {}", c.name, one_line(&c.reason)))
         .collect();
     format!("UNAVAILABLE: {}", failures.join("; "))
+}
+
+/// `OK`, or `UNAVAILABLE: ` and the public name of every failing check: `UNAVAILABLE: container:app, endpoint:2`.
+pub fn public_line(report: &Report) -> String {
+    if report.healthy() {
+        return "OK".to_owned();
+    }
+    let failures: Vec<&str> = report.failures().map(CheckResult::public_name).collect();
+    format!("UNAVAILABLE: {}", failures.join(", "))
 }
 
 pub fn verbose(report: &Report, title: &str) -> String {
@@ -152,6 +179,24 @@ mod tests {
             "UNAVAILABLE: container:app: not ready: waiting (CrashLoopBackOff)"
         );
         assert_eq!(line(&Report::default()), "OK");
+    }
+
+    #[test]
+    fn the_public_line_names_the_failing_checks_without_their_reasons() {
+        let report = Report::new(vec![
+            CheckResult::fail(
+                "container:app",
+                "terminated (Error): panic: password=hunter2",
+            ),
+            CheckResult::fail("endpoint:http://admin:hunter2@app:8080/health", "HTTP 503")
+                .with_public_name("endpoint:2"),
+            CheckResult::pass("pod", "phase Running"),
+        ]);
+        assert_eq!(
+            public_line(&report),
+            "UNAVAILABLE: container:app, endpoint:2"
+        );
+        assert_eq!(public_line(&Report::default()), "OK");
     }
 
     #[test]

@@ -15,6 +15,9 @@ pub struct CheckResult {
     /// How long the check took, when it ran for this answer.
     #[serde(skip_serializing_if = "Option::is_none", with = "duration_ms")]
     pub latency: Option<Duration>,
+    /// The name on the published port when `name` says too much (an endpoint's URL): `endpoint:2`.
+    #[serde(skip)]
+    pub public_name: Option<String>,
 }
 
 impl CheckResult {
@@ -24,6 +27,7 @@ impl CheckResult {
             healthy: true,
             reason: reason.into(),
             latency: None,
+            public_name: None,
         }
     }
 
@@ -33,7 +37,19 @@ impl CheckResult {
             healthy: false,
             reason: reason.into(),
             latency: None,
+            public_name: None,
         }
+    }
+
+    #[must_use]
+    pub fn with_public_name(mut self, name: impl Into<String>) -> Self {
+        self.public_name = Some(name.into());
+        self
+    }
+
+    /// The name shown on the published port.
+    pub fn public_name(&self) -> &str {
+        self.public_name.as_deref().unwrap_or(&self.name)
     }
 
     #[must_use]

@@ -12,8 +12,10 @@ use crate::exec::{ExecChecks, ExecConfigError};
 use crate::metrics::Metrics;
 use crate::pod_status::watch::{self, Followed};
 use crate::pod_status::{Freshness, PodStatusSource};
-use crate::server::{self, AppState, ServeError, app};
-use crate::{logging, probe, shutdown};
+use crate::probe;
+use crate::server::{self, AppState, ServeError, admin_app, app};
+use healthbridge_runtime::serve::{PlainHttp, serve as serve_http};
+use healthbridge_runtime::{logging, shutdown};
 
 /// Why the agent stopped; decides the exit code.
 #[derive(Debug, thiserror::Error)]
@@ -91,7 +93,28 @@ pub async fn serve(mut args: ServeArgs, cancel: CancellationToken) -> Result<(),
         state.exec = Some(handle);
     }
     let listeners = server::bind(port).await?;
-    server::serve(listeners, app(state), cancel).await;
+    let admin = server::bind_admin(args.listen.admin_address, args.listen.admin_port).await;
+    let longest_check = args.endpoints.timeout;
+    let published = serve_http(
+        listeners,
+        PlainHttp,
+        app(state.clone()),
+        args.listen.limits(longest_check),
+        cancel.clone(),
+    );
+    match admin {
+        Some(admin) => {
+            let admin = serve_http(
+                vec![admin],
+                PlainHttp,
+                admin_app(state),
+                args.listen.admin_limits(longest_check),
+                cancel,
+            );
+            futures::future::join(published, admin).await;
+        }
+        None => published.await,
+    }
     Ok(())
 }
 

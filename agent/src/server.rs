@@ -1,33 +1,27 @@
-//! The HTTP surface: `/health`, `/all`, `/self`, `/metrics` and exec URLs, served on 0.0.0.0 and [::] with graceful drain.
+//! The HTTP surfaces. The published port (0.0.0.0 and [::], behind the NodePort) answers what a load balancer needs:
+//! `/health`, `/all`, `/self` and exec URLs, status code plus `OK` or the names of the failing checks. The admin port
+//! (loopback by default, never in the Service) adds `/metrics`, `?verbose`, JSON, reasons and exec output.
 
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::future::BoxFuture;
+use healthbridge_runtime::serve::listen;
 use http::header::CONTENT_TYPE;
 use http::{HeaderMap, HeaderValue, StatusCode, Uri};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
-use tokio::net::{TcpListener, TcpStream};
-use tokio_util::sync::CancellationToken;
+use tokio::net::TcpListener;
 
 use crate::endpoints::EndpointChecker;
 use crate::exec::ExecHandle;
 use crate::metrics::Metrics;
 use crate::pod_status::PodStatusSource;
-use crate::render::{Format, render};
+use crate::render::{Format, render, render_public};
 use crate::report::{CheckResult, Report};
-
-/// How long in-flight requests may take to finish after SIGTERM before the process exits anyway.
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A group of checks that `/all` (or its own URL) runs for one answer: endpoints, exec results, …
 pub trait CheckSet: Send + Sync {
@@ -70,37 +64,54 @@ impl AppState {
     }
 }
 
+/// The published port's routes.
 pub fn app(state: AppState) -> Router {
+    routes::<false>(state)
+}
+
+/// The admin port's routes: the published ones with every format and detail, and `/metrics`.
+pub fn admin_app(state: AppState) -> Router {
+    routes::<true>(state)
+}
+
+fn routes<const ADMIN: bool>(state: AppState) -> Router<()> {
     let mut router = Router::new()
-        .route("/health", get(health))
-        .route("/all", get(all))
-        .route("/self", get(self_check))
-        .route("/metrics", get(metrics));
+        .route("/health", get(health::<ADMIN>))
+        .route("/all", get(all::<ADMIN>))
+        .route("/self", get(self_check));
+    if ADMIN {
+        router = router.route("/metrics", get(metrics));
+    }
     if let Some(exec) = &state.exec {
         for path in exec.paths() {
             let path_owned = path.to_owned();
             router = router.route(
                 path,
                 get(move |State(state): State<AppState>, headers: HeaderMap| {
-                    exec_answer(state, path_owned, headers)
+                    exec_answer::<ADMIN>(state, path_owned, headers)
                 }),
             );
         }
     }
-    router.fallback(not_found).with_state(state)
+    router.fallback(not_found::<ADMIN>).with_state(state)
 }
 
 // Taking the whole request borrows its URI and headers; the `Uri`/`HeaderMap` extractors would clone them on
 // every health request, the hottest path of the agent.
-async fn health(State(state): State<AppState>, request: Request) -> Response {
+async fn health<const ADMIN: bool>(State(state): State<AppState>, request: Request) -> Response {
     let answer = state.pod.answer();
     state.metrics.health.count(answer.report.healthy());
-    let mut response = render(
-        &answer.report,
-        "health",
-        Format::negotiate(request.uri().query(), request.headers()),
-        state.unhealthy_status,
-    );
+    let mut response = if ADMIN {
+        render(
+            &answer.report,
+            "health",
+            Format::negotiate(request.uri().query(), request.headers()),
+            state.unhealthy_status,
+        )
+    } else {
+        render_public(&answer.report, state.unhealthy_status)
+    };
+    // The load balancer's side of the trade-off: a `last-known` answer says on every port that it is stale.
     if let Some(age) = answer.stale_for {
         response
             .headers_mut()
@@ -112,9 +123,16 @@ async fn health(State(state): State<AppState>, request: Request) -> Response {
 /// Seconds since the API server last confirmed the pod status, on answers given beyond `MAX_STALENESS`.
 pub const STALE_HEADER: &str = "healthbridge-stale";
 
-async fn all(State(state): State<AppState>, uri: Uri, headers: HeaderMap) -> Response {
+async fn all<const ADMIN: bool>(
+    State(state): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
     let report = all_report(&state).await;
     state.metrics.all.count(report.healthy());
+    if !ADMIN {
+        return render_public(&report, state.unhealthy_status);
+    }
     render(
         &report,
         "all",
@@ -134,10 +152,15 @@ pub async fn all_report(state: &AppState) -> Report {
     Report::new(checks)
 }
 
-/// An exec URL: the older bridge's detailed body (status, time, escaped output), or JSON on request.
-async fn exec_answer(state: AppState, path: String, headers: HeaderMap) -> Response {
+/// An exec URL. Published port: `ok: <path>` or `unhealthy: <path>` and the status code, never the command's
+/// output. Admin port: the older bridge's detailed body (status, time, escaped output), or JSON on request.
+async fn exec_answer<const ADMIN: bool>(
+    state: AppState,
+    path: String,
+    headers: HeaderMap,
+) -> Response {
     let Some(status) = state.exec.as_ref().and_then(|exec| exec.result(&path)) else {
-        return not_found().await.into_response();
+        return not_found::<ADMIN>().await.into_response();
     };
     let healthy = status.healthy();
     state.metrics.count_answer(&path, healthy);
@@ -146,6 +169,15 @@ async fn exec_answer(state: AppState, path: String, headers: HeaderMap) -> Respo
     } else {
         state.unhealthy_status
     };
+    if !ADMIN {
+        let verdict = if healthy { "ok" } else { "unhealthy" };
+        let mut response = (code, format!("{verdict}: {path}\n")).into_response();
+        response.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        return response;
+    }
     let mut response = match Format::negotiate(None, &headers) {
         Format::Json => (code, status.to_json().to_string()).into_response(),
         _ => (code, status.text_body()).into_response(),
@@ -173,16 +205,18 @@ async fn metrics(State(state): State<AppState>) -> Response {
     let mut response = state.metrics.encode().into_response();
     response.headers_mut().insert(
         CONTENT_TYPE,
-        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        HeaderValue::from_static(healthbridge_runtime::OPENMETRICS_CONTENT_TYPE),
     );
     response
 }
 
-async fn not_found() -> (StatusCode, &'static str) {
-    (
-        StatusCode::NOT_FOUND,
-        "Not Found: the routes are /health, /all, /self, /metrics and the exec check URLs\n",
-    )
+async fn not_found<const ADMIN: bool>() -> (StatusCode, &'static str) {
+    let message = if ADMIN {
+        "Not Found: the routes are /health, /all, /self, /metrics and the exec check URLs\n"
+    } else {
+        "Not Found: the routes are /health, /all, /self and the exec check URLs; /metrics, ?verbose and JSON are on the admin port\n"
+    };
+    (StatusCode::NOT_FOUND, message)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -195,13 +229,13 @@ pub enum ServeError {
 
 /// Listens on [::] and 0.0.0.0. On dual-stack hosts [::] already takes IPv4, so 0.0.0.0 answering "in use" is expected.
 pub async fn bind(port: u16) -> Result<Vec<TcpListener>, ServeError> {
-    let v6 = TcpListener::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port))).await;
+    let v6 = listen(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)));
     // Port 0 must resolve to one concrete port for both families.
     let port = match &v6 {
         Ok(listener) => listener.local_addr().map(|a| a.port()).unwrap_or(port),
         Err(_) => port,
     };
-    let v4 = TcpListener::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))).await;
+    let v4 = listen(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)));
     match (v6, v4) {
         (Ok(v6), Ok(v4)) => Ok(vec![v6, v4]),
         (Ok(v6), Err(error)) if error.kind() == io::ErrorKind::AddrInUse => Ok(vec![v6]),
@@ -210,76 +244,18 @@ pub async fn bind(port: u16) -> Result<Vec<TcpListener>, ServeError> {
     }
 }
 
-/// Serves `app` on `listeners` until `cancel`, then stops accepting and drains in-flight requests for up to `DRAIN_TIMEOUT`.
-pub async fn serve(listeners: Vec<TcpListener>, app: Router, cancel: CancellationToken) {
-    let graceful = Arc::new(GracefulShutdown::new());
-    let builder = auto::Builder::new(TokioExecutor::new());
-    for listener in &listeners {
-        if let Ok(addr) = listener.local_addr() {
-            tracing::info!(%addr, "listening");
+/// The admin listener, or `None` (logged) when its address cannot be bound: health answers matter more than metrics.
+pub async fn bind_admin(address: IpAddr, port: u16) -> Option<TcpListener> {
+    match TcpListener::bind(SocketAddr::from((address, port))).await {
+        Ok(listener) => Some(listener),
+        Err(error) => {
+            tracing::error!(
+                %address,
+                port,
+                %error,
+                "cannot listen on the admin port; /metrics and detailed answers are unavailable. Choose a free one with HTTP_HEALTHCHECK_SIDECAR_ADMIN_PORT"
+            );
+            None
         }
     }
-    let loops = listeners.into_iter().map(|listener| {
-        accept_loop(
-            listener,
-            app.clone(),
-            builder.clone(),
-            Arc::clone(&graceful),
-            cancel.clone(),
-        )
-    });
-    futures::future::join_all(loops).await;
-    let Ok(graceful) = Arc::try_unwrap(graceful) else {
-        return;
-    };
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            "in-flight requests did not finish within {DRAIN_TIMEOUT:?}; exiting anyway"
-        );
-    }
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    app: Router,
-    builder: auto::Builder<TokioExecutor>,
-    graceful: Arc<GracefulShutdown>,
-    cancel: CancellationToken,
-) {
-    loop {
-        let accepted = tokio::select! {
-            () = cancel.cancelled() => return,
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
-            Ok((stream, _peer)) => spawn_connection(stream, &app, &builder, &graceful),
-            Err(error) => {
-                // Usually out of file descriptors: back off instead of spinning.
-                tracing::warn!(%error, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
-}
-
-fn spawn_connection(
-    stream: TcpStream,
-    app: &Router,
-    builder: &auto::Builder<TokioExecutor>,
-    graceful: &GracefulShutdown,
-) {
-    let _ = stream.set_nodelay(true);
-    let service = TowerToHyperService::new(app.clone());
-    let connection = builder
-        .serve_connection(TokioIo::new(stream), service)
-        .into_owned();
-    let connection = graceful.watch(connection);
-    tokio::spawn(async move {
-        if let Err(error) = connection.await {
-            tracing::debug!(%error, "connection ended with an error");
-        }
-    });
 }

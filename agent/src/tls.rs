@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use healthbridge_contract::env;
 use hyper_rustls::{FixedServerNameResolver, HttpsConnector};
 use hyper_util::client::legacy::connect::HttpConnector;
 use rustls::client::WebPkiServerVerifier;
@@ -21,33 +22,33 @@ pub struct ClientTlsArgs {
     /// PEM file with extra CA certificates to trust, on top of the compiled-in web roots.
     #[arg(
         long,
-        env = "HTTP_HEALTHCHECK_SIDECAR_TLS_CA_CERT",
+        env = env::TLS_CA_CERT,
         value_name = "FILE"
     )]
     pub ca_cert: Option<PathBuf>,
     /// PEM certificate chain presented to servers that ask for a client certificate (mTLS); needs --client-key.
     #[arg(
         long,
-        env = "HTTP_HEALTHCHECK_SIDECAR_TLS_CLIENT_CERT",
+        env = env::TLS_CLIENT_CERT,
         value_name = "FILE"
     )]
     pub client_cert: Option<PathBuf>,
     /// PEM private key of --client-cert.
     #[arg(
         long,
-        env = "HTTP_HEALTHCHECK_SIDECAR_TLS_CLIENT_KEY",
+        env = env::TLS_CLIENT_KEY,
         value_name = "FILE"
     )]
     pub client_key: Option<PathBuf>,
     /// Name to verify the server certificate against (and send as SNI) instead of the URL's host.
     #[arg(
         long,
-        env = "HTTP_HEALTHCHECK_SIDECAR_TLS_SERVER_NAME",
+        env = env::TLS_SERVER_NAME,
         value_name = "NAME"
     )]
     pub server_name: Option<String>,
     /// Accept any server certificate. Only for debugging: the connection is encrypted but not authenticated.
-    #[arg(long, env = "HTTP_HEALTHCHECK_SIDECAR_TLS_INSECURE_SKIP_VERIFY")]
+    #[arg(long, env = env::TLS_INSECURE_SKIP_VERIFY)]
     pub insecure_skip_verify: bool,
 }
 

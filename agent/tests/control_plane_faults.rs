@@ -13,7 +13,7 @@ use fake_api::{FakeApi, Fault};
 use healthbridge_agent::metrics::Metrics;
 use healthbridge_agent::pod_status::watch::{self, Followed, PodState};
 use healthbridge_agent::pod_status::{Freshness, OnStale, PodStatusSource, Target};
-use healthbridge_agent::server::{AppState, STALE_HEADER, app};
+use healthbridge_agent::server::{AppState, STALE_HEADER, admin_app};
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use tokio::sync::watch as channel;
@@ -112,7 +112,8 @@ impl Agent {
                 on_stale,
             },
         );
-        let router = app(AppState::new(
+        // The admin port: its verbose body carries the reason the published port leaves out.
+        let router = admin_app(AppState::new(
             source,
             StatusCode::SERVICE_UNAVAILABLE,
             metrics,

@@ -216,10 +216,68 @@ async fn with_a_cache_concurrent_requests_share_one_round() {
 #[tokio::test]
 async fn without_a_cache_every_request_checks_again() {
     let server = TestServer::plain().await;
-    let checker = checker(&[server.url("/ok")]).build();
+    let checker = checker(&[server.url("/ok")])
+        .cached_for(Duration::ZERO)
+        .build();
     checker.check_all().await;
     checker.check_all().await;
     assert_eq!(server.counters.hits.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_a_cache_concurrent_requests_still_share_the_round_in_flight() {
+    let server = TestServer::plain().await;
+    let checker = checker(&[server.url("/slow/100"), server.url("/ok")])
+        .cached_for(Duration::ZERO)
+        .build();
+
+    let rounds = futures::future::join_all((0..50).map(|_| checker.check_all())).await;
+
+    assert!(
+        rounds
+            .iter()
+            .all(|r| r.len() == 2 && r.iter().all(|c| c.healthy))
+    );
+    assert_eq!(
+        server.counters.hits.load(Ordering::SeqCst),
+        2,
+        "one hit per endpoint for 50 requests arriving while the round runs"
+    );
+}
+
+#[test]
+fn rounds_are_reused_for_one_second_by_default() {
+    assert_eq!(EndpointArgs::default().cache_ttl, Duration::from_secs(1));
+    let cli = Cli::try_parse_from(["agent"]).unwrap();
+    assert_eq!(cli.endpoints.cache_ttl, Duration::from_secs(1));
+}
+
+#[tokio::test]
+async fn endpoint_names_never_show_userinfo_or_query_and_the_public_name_is_the_position() {
+    let server = TestServer::plain().await;
+    let secret = format!(
+        "http://admin:hunter2@{}/status/503?token=s3cr3t",
+        server.addr
+    );
+    let checker = checker(&[server.url("/ok"), secret]).build();
+
+    let results = checker.check_all().await;
+
+    let failing = &results[1];
+    assert_eq!(
+        failing.name,
+        format!(
+            "endpoint:http://REDACTED@{}/status/503?REDACTED",
+            server.addr
+        )
+    );
+    assert_eq!(failing.public_name(), "endpoint:2");
+    assert_eq!(results[0].public_name(), "endpoint:1");
+    let everything = serde_json::to_string(&results).unwrap();
+    assert!(
+        !everything.contains("hunter2") && !everything.contains("s3cr3t"),
+        "{everything}"
+    );
 }
 
 #[tokio::test]
@@ -408,4 +466,46 @@ fn an_unknown_tls_file_is_a_start_up_error() {
     };
     let err = EndpointChecker::new(&args).unwrap_err().to_string();
     assert!(err.contains("--ca-cert /nonexistent/ca.pem"), "{err}");
+}
+
+#[tokio::test]
+async fn concurrent_all_requests_hit_each_endpoint_once_per_round_over_at_most_one_connection_each()
+{
+    use std::sync::Arc;
+
+    use healthbridge_agent::metrics::Metrics;
+    use healthbridge_agent::pod_status::PodStatusSource;
+    use healthbridge_agent::server::{AppState, app};
+    use http::{Request, StatusCode};
+    use tower::ServiceExt;
+
+    let server = TestServer::plain().await;
+    let checker = checker(&[server.url("/slow/200"), server.url("/ok")]).build();
+    let mut state = AppState::new(
+        PodStatusSource::fixed(true),
+        StatusCode::SERVICE_UNAVAILABLE,
+        Arc::new(Metrics::default()),
+    );
+    state.all_checks.push(Arc::new(checker));
+    let router = app(state);
+
+    let answers = futures::future::join_all((0..500).map(|_| {
+        let request = Request::get("/all")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        router.clone().oneshot(request)
+    }))
+    .await;
+
+    assert!(answers.iter().all(|a| a.as_ref().unwrap().status() == 200));
+    assert_eq!(
+        server.counters.hits.load(Ordering::SeqCst),
+        2,
+        "500 concurrent /all requests make one round: one hit per endpoint"
+    );
+    assert!(
+        server.counters.connections.load(Ordering::SeqCst) <= 2,
+        "at most one outbound connection per endpoint, got {}",
+        server.counters.connections.load(Ordering::SeqCst)
+    );
 }

@@ -1,4 +1,5 @@
-//! The HTTP surface through `app().oneshot()`: codes, HEAD, 404, verbose, JSON, unhealthy status, /all, metrics.
+//! The HTTP surfaces through `oneshot()`: the published port (`app`: codes, HEAD, 404, names of failing checks and
+//! nothing more) and the admin port (`admin_app`: verbose, JSON, reasons, exec output, metrics).
 #![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use futures::future::BoxFuture;
 use healthbridge_agent::metrics::Metrics;
 use healthbridge_agent::pod_status::PodStatusSource;
 use healthbridge_agent::report::CheckResult;
-use healthbridge_agent::server::{AppState, CheckSet, app};
+use healthbridge_agent::server::{AppState, CheckSet, admin_app, app};
 use http::header::{ACCEPT, CONTENT_TYPE};
 use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
@@ -92,9 +93,18 @@ async fn get(state: AppState, uri: &str) -> Answer {
     send(app(state), Request::get(uri).body(Body::empty()).unwrap()).await
 }
 
+async fn get_admin(state: AppState, uri: &str) -> Answer {
+    send(
+        admin_app(state),
+        Request::get(uri).body(Body::empty()).unwrap(),
+    )
+    .await
+}
+
+/// `Accept: application/json` on the admin port.
 async fn get_json(state: AppState, uri: &str) -> serde_json::Value {
     let answer = send(
-        app(state),
+        admin_app(state),
         Request::get(uri)
             .header(ACCEPT, "application/json")
             .body(Body::empty())
@@ -113,10 +123,61 @@ async fn a_healthy_pod_answers_200_ok() {
 }
 
 #[tokio::test]
-async fn an_unhealthy_pod_answers_503_with_the_reason() {
+async fn an_unhealthy_pod_answers_503_naming_the_failing_check_and_the_admin_port_tells_why() {
     let answer = get(unhealthy_agent(), "/health").await;
     assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(answer.body, "UNAVAILABLE: pod: STATE_OVERRIDE=false");
+    assert_eq!(answer.body, "UNAVAILABLE: pod");
+    let admin = get_admin(unhealthy_agent(), "/health").await;
+    assert_eq!(admin.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(admin.body, "UNAVAILABLE: pod: STATE_OVERRIDE=false");
+}
+
+#[tokio::test]
+async fn the_published_port_serves_no_metrics_no_verbose_and_no_json() {
+    assert_eq!(
+        get(unhealthy_agent(), "/metrics").await.status,
+        StatusCode::NOT_FOUND
+    );
+    let verbose = get(unhealthy_agent(), "/health?verbose").await;
+    assert_eq!(verbose.body, "UNAVAILABLE: pod");
+    let json = send(
+        app(unhealthy_agent()),
+        Request::get("/all")
+            .header(ACCEPT, "application/json")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(json.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(json.content_type, "text/plain; charset=utf-8");
+    assert_eq!(json.body, "UNAVAILABLE: pod");
+}
+
+#[tokio::test]
+async fn termination_messages_and_endpoint_urls_never_reach_the_published_port() {
+    let state = healthy_agent()
+        .with_checks(vec![CheckResult::fail(
+            "container:app",
+            "not ready: terminated (Error, exit code 1): connecting with password=hunter2",
+        )])
+        .with_checks(vec![
+            CheckResult::fail(
+                "endpoint:http://REDACTED@10.0.0.7:8080/ready?REDACTED",
+                "HTTP 503",
+            )
+            .with_public_name("endpoint:1"),
+        ]);
+    for path in ["/all", "/all?verbose"] {
+        let answer = get(state.clone(), path).await;
+        assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            answer.body, "UNAVAILABLE: container:app, endpoint:1",
+            "{path}"
+        );
+    }
+    let admin = get_admin(state, "/all?verbose").await;
+    assert!(admin.body.contains("password=hunter2"), "{}", admin.body);
+    assert!(admin.body.contains("10.0.0.7:8080"), "{}", admin.body);
 }
 
 #[tokio::test]
@@ -163,7 +224,7 @@ async fn other_methods_are_refused() {
 
 #[tokio::test]
 async fn verbose_lists_each_check_like_readyz() {
-    let answer = get(unhealthy_agent(), "/health?verbose").await;
+    let answer = get_admin(unhealthy_agent(), "/health?verbose").await;
     assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(
         answer.body,
@@ -193,9 +254,11 @@ async fn all_combines_the_pod_and_every_other_check_naming_the_failures() {
             "HTTP 200",
         )])
         .with_checks(vec![CheckResult::fail("exec:/healthz", "exit status 1")]);
-    let answer = get(state, "/all").await;
+    let answer = get(state.clone(), "/all").await;
     assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(answer.body, "UNAVAILABLE: exec:/healthz: exit status 1");
+    assert_eq!(answer.body, "UNAVAILABLE: exec:/healthz");
+    let admin = get_admin(state, "/all").await;
+    assert_eq!(admin.body, "UNAVAILABLE: exec:/healthz: exit status 1");
 }
 
 #[tokio::test]
@@ -204,7 +267,7 @@ async fn all_verbose_lists_the_pod_then_the_other_checks() {
         "endpoint:http://127.0.0.1:8080/ready",
         "HTTP 200",
     )]);
-    let answer = get(state, "/all?verbose").await;
+    let answer = get_admin(state, "/all?verbose").await;
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(
         answer.body,
@@ -231,16 +294,15 @@ async fn all_leaves_out_a_pod_status_this_agent_cannot_know() {
 #[tokio::test]
 async fn metrics_count_answers_by_route_and_result() {
     let state = unhealthy_agent();
-    let router = app(state);
     for _ in 0..2 {
         send(
-            router.clone(),
+            app(state.clone()),
             Request::get("/health").body(Body::empty()).unwrap(),
         )
         .await;
     }
     let answer = send(
-        router,
+        admin_app(state),
         Request::get("/metrics").body(Body::empty()).unwrap(),
     )
     .await;
@@ -293,14 +355,25 @@ async fn agent_with_exec(specs: &[&str]) -> AppState {
 }
 
 #[tokio::test]
-async fn each_exec_check_answers_at_its_own_url_with_details() {
+async fn each_exec_check_answers_at_its_own_url_with_details_on_the_admin_port() {
     let state = agent_with_exec(&["/ready=true", "/live=false"]).await;
-    let ready = get(state.clone(), "/ready").await;
+    let ready = get_admin(state.clone(), "/ready").await;
     assert_eq!(ready.status, StatusCode::OK);
     assert!(ready.body.starts_with("ok: /ready"), "{}", ready.body);
-    let live = get(state, "/live").await;
+    assert!(ready.body.contains("command: true"), "{}", ready.body);
+    let live = get_admin(state, "/live").await;
     assert_eq!(live.status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(live.body.starts_with("unhealthy: /live"), "{}", live.body);
+}
+
+#[tokio::test]
+async fn exec_output_never_reaches_the_published_port() {
+    let state = agent_with_exec(&["/check=echo token=s3cr3t; exit 1"]).await;
+    let public = get(state.clone(), "/check").await;
+    assert_eq!(public.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(public.body, "unhealthy: /check\n");
+    let admin = get_admin(state, "/check").await;
+    assert!(admin.body.contains("token=s3cr3t"), "{}", admin.body);
 }
 
 #[tokio::test]

@@ -137,6 +137,7 @@ fn as_pid_1_the_agent_leaves_no_zombie_and_no_escapee_of_its_exec_checks() {
     let log = |name: &str| dir.path().join(name);
     let (bg, orphan, escape) = (log("bg.log"), log("orphan.log"), log("escape.log"));
     let port = free_port();
+    let admin_port = free_port();
     let checks = [
         // A background child holding the output pipe: the run is over when `true` exits, the child is killed.
         format!("/bg=echo run >> {}; sleep 100 & true", bg.display()),
@@ -157,6 +158,10 @@ fn as_pid_1_the_agent_leaves_no_zombie_and_no_escapee_of_its_exec_checks() {
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("HTTP_HEALTHCHECK_SIDECAR_PORT", port.to_string())
+        .env(
+            "HTTP_HEALTHCHECK_SIDECAR_ADMIN_PORT",
+            admin_port.to_string(),
+        )
         .env("HTTP_HEALTHCHECK_SIDECAR_STATE_OVERRIDE", "true")
         .env("HTTP_HEALTHCHECK_SIDECAR_EXEC", checks.join("\n"))
         .env("HTTP_HEALTHCHECK_SIDECAR_EXEC_PERIOD", "1s")
@@ -201,7 +206,8 @@ fn as_pid_1_the_agent_leaves_no_zombie_and_no_escapee_of_its_exec_checks() {
         let background = inside.iter().filter(|p| p.cmdline == "sleep 100").count();
         (zombies == 0 && escapees <= 1 && background == 0).then_some(inside)
     });
-    let escape = http_get(port, "/escape").unwrap();
+    // The reason is on the admin port: the published port names the failing check only.
+    let escape = http_get(admin_port, "/escape").unwrap();
     assert!(escape.contains("timed out after 500ms"), "{escape}");
     eprintln!("processes of the namespace besides the agent: {clean:?}");
 }

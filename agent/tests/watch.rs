@@ -8,7 +8,7 @@ use axum::body::Body as AxumBody;
 use healthbridge_agent::metrics::Metrics;
 use healthbridge_agent::pod_status::watch::{self, Followed, PodState};
 use healthbridge_agent::pod_status::{Freshness, OnStale, PodStatusSource, Target};
-use healthbridge_agent::server::{AppState, app};
+use healthbridge_agent::server::{AppState, admin_app};
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use kube::Client;
@@ -168,13 +168,14 @@ impl Agent {
             .join("; ")
     }
 
+    /// `GET /health` on the admin port, which tells the reasons.
     async fn get_health(&self) -> (StatusCode, String) {
         let state = AppState::new(
             self.source.clone(),
             StatusCode::SERVICE_UNAVAILABLE,
             Arc::clone(&self.metrics),
         );
-        let response = app(state)
+        let response = admin_app(state)
             .oneshot(Request::get("/health").body(AxumBody::empty()).unwrap())
             .await
             .unwrap();

@@ -8,7 +8,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::{DEFAULT_AGENT_PORT, NativeSidecar};
 use crate::controller::ControllerArgs;
-use crate::logging::LogFormat;
+use crate::server;
+use healthbridge_runtime::logging::LogFormat;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -86,6 +87,9 @@ pub struct ServerArgs {
     /// More namespaces whose pods are never injected (kube-system, kube-public, kube-node-lease and the webhook's own always are).
     #[arg(long, env = "HEALTHBRIDGE_EXCLUDE_NAMESPACES", value_delimiter = ',')]
     pub exclude_namespaces: Vec<String>,
+    /// Connection bounds of the admission listener.
+    #[command(flatten)]
+    pub limits: server::LimitArgs,
     /// How long in-flight admissions may take to finish after SIGTERM.
     #[arg(long, env = "HEALTHBRIDGE_DRAIN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,

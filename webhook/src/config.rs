@@ -80,9 +80,10 @@ impl InjectionConfig {
         }
     }
 
-    /// Whether pods of this namespace are never injected.
+    /// Whether pods of this namespace are never injected. The system namespaces always are, whatever the set
+    /// or the webhook's namespaceSelector says (defence in depth, as Istio's injector does).
     pub fn is_excluded(&self, namespace: &str) -> bool {
-        self.excluded_namespaces.contains(namespace)
+        SYSTEM_NAMESPACES.contains(&namespace) || self.excluded_namespaces.contains(namespace)
     }
 
     /// Whether the agent goes in as a native sidecar, given what the cluster supports.

@@ -9,11 +9,9 @@ pub mod controller;
 pub mod group;
 /// Every annotation and label key, from the contract crate shared with the agent.
 pub use healthbridge_contract::keys;
-pub mod logging;
 pub mod metrics;
 pub mod patch;
 pub mod run;
 pub mod server;
-pub mod shutdown;
 pub mod tls;
 pub mod trust;

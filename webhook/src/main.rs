@@ -1,17 +1,15 @@
 //! `healthbridge-webhook`: parses flags, sets up logging and signals, runs the subcommand.
 
 use clap::Parser;
+use healthbridge_runtime::{logging, shutdown};
 use healthbridge_webhook::cli::Cli;
 use healthbridge_webhook::run::execute;
-use healthbridge_webhook::{logging, shutdown};
-use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     logging::init(cli.log_format());
-    let token = CancellationToken::new();
-    shutdown::cancel_on_signal(token.clone());
+    let token = shutdown::on_signal();
     execute(cli, token).await?;
     Ok(())
 }

@@ -167,7 +167,8 @@ pub fn patch_for(
         .as_deref()
         .filter(|ns| !ns.is_empty())
         .unwrap_or(ctx.namespace);
-    if cfg.is_excluded(namespace) {
+    // The request's namespace is the one the API server stands for; the object's may say otherwise. Either excluded is enough.
+    if cfg.is_excluded(namespace) || cfg.is_excluded(ctx.namespace) {
         return Ok(skip(SkipReason::ExcludedNamespace, Vec::new()));
     }
     let settings = annotations::parse(pod.metadata.annotations.as_ref(), cfg.node_port_range)

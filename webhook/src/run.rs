@@ -111,6 +111,7 @@ async fn serve_admission(
         (Some(cert), Some(key), _) => {
             let mut files = CertFiles::new(cert.clone(), key.clone());
             files.reload_if_changed(&store)?;
+            crate::tls::record_expiry(&store, &metrics);
             readiness.set_ready(true);
             tokio::spawn(crate::tls::watch_files(
                 files,
@@ -136,9 +137,8 @@ async fn serve_admission(
             );
         }
     }
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .map_err(|source| RunError::Listen {
+    let listener =
+        healthbridge_runtime::serve::listen(args.listen).map_err(|source| RunError::Listen {
             addr: args.listen,
             source,
         })?;
@@ -164,17 +164,14 @@ async fn serve_admission(
         tls,
         admission::app(state),
         shutdown.clone(),
-        args.drain_timeout,
+        args.limits.limits(args.drain_timeout),
     )
     .await;
     shutdown.cancel();
-    match admin.await {
-        Ok(result) => result.map_err(RunError::Admin),
-        Err(error) => {
-            tracing::error!(%error, "admin server task failed");
-            Ok(())
-        }
+    if let Err(error) = admin.await {
+        tracing::error!(%error, "admin server task failed");
     }
+    Ok(())
 }
 
 /// The injection configuration the flags describe, excluding `own_namespace` too.

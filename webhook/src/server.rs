@@ -1,4 +1,5 @@
-//! The HTTPS admission listener (rustls, h2 + http/1.1) and the plain-HTTP admin listener, both draining on shutdown.
+//! The HTTPS admission listener (rustls, h2 + http/1.1) and the plain-HTTP admin listener, both on the shared
+//! hardened server: bounded connections, handshake/header/idle/request timeouts, body limits, graceful drain.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,20 +9,81 @@ use axum::Router;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
+use futures::future::BoxFuture;
+use healthbridge_runtime::serve::{Handshake, Limits, PlainHttp, serve};
 use rustls::ServerConfig;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
+use crate::admission::MAX_BODY_BYTES;
 use crate::metrics::Metrics;
 
 /// A TLS handshake that takes longer than this is dropped (slow or stuck clients).
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections the admin listener holds: probes and a scraper.
+const ADMIN_MAX_CONNECTIONS: usize = 32;
+
+/// Connection bounds of the admission listener.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct LimitArgs {
+    /// Connections the admission listener holds at once; when full, the oldest idle one is closed for a new one.
+    /// Each costs up to ~30 KiB (TLS): the default keeps the webhook well within a 128Mi memory limit.
+    #[arg(long, env = "HEALTHBRIDGE_MAX_CONNECTIONS", default_value_t = 1024, value_parser = parse_max_connections)]
+    pub max_connections: usize,
+    /// Time a client has to send a complete request head once the TLS handshake is done.
+    #[arg(long, env = "HEALTHBRIDGE_HEADER_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub header_timeout: Duration,
+    /// Time a keep-alive connection (the API server keeps them) may stay open without a request.
+    #[arg(long, env = "HEALTHBRIDGE_IDLE_TIMEOUT", default_value = "90s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+}
+
+impl LimitArgs {
+    /// Bounds of the admission listener; after SIGTERM in-flight admissions get `drain`.
+    pub fn limits(&self, drain: Duration) -> Limits {
+        let mut limits = Limits::new(self.max_connections);
+        limits.header_read_timeout = self.header_timeout.max(Duration::from_millis(1));
+        limits.idle_timeout = self.idle_timeout.max(Duration::from_millis(1));
+        limits.handshake_timeout = HANDSHAKE_TIMEOUT;
+        // The API server gives a webhook at most 30 s; an admission takes well under a millisecond.
+        limits.request_timeout = Duration::from_secs(30);
+        // The admission routes answer 413 with their own message at MAX_BODY_BYTES; this is the backstop.
+        limits.max_body_bytes = MAX_BODY_BYTES + 64 * 1024;
+        limits.drain_timeout = drain;
+        limits
+    }
+}
+
+fn parse_max_connections(value: &str) -> Result<usize, String> {
+    match value.trim().parse::<usize>() {
+        Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "HEALTHBRIDGE_MAX_CONNECTIONS (--max-connections) must be a number from 1 to 1000000, got `{value}`"
+        )),
+    }
+}
+
+impl Default for LimitArgs {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            header_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(90),
+        }
+    }
+}
+
+/// The TLS handshake of the admission listener.
+struct Tls(TlsAcceptor);
+
+impl Handshake for Tls {
+    type Io = TlsStream<TcpStream>;
+    fn handshake(&self, tcp: TcpStream) -> BoxFuture<'static, std::io::Result<Self::Io>> {
+        Box::pin(self.0.accept(tcp))
+    }
+}
 
 /// Whether the webhook may receive admissions (certificate served and, if self-managed, caBundle in place).
 #[derive(Debug, Default)]
@@ -41,66 +103,24 @@ impl Readiness {
     }
 }
 
-/// Serves `app` over TLS on `listener` until `shutdown`, then stops accepting and lets
-/// in-flight requests finish for up to `drain`.
+/// Serves `app` over TLS on `listener` until `shutdown`, then stops accepting and lets in-flight requests finish
+/// for up to `limits.drain_timeout`.
 pub async fn serve_tls(
     listener: TcpListener,
     tls: Arc<ServerConfig>,
     app: Router,
     shutdown: CancellationToken,
-    drain: Duration,
+    limits: Limits,
 ) {
-    let acceptor = TlsAcceptor::from(tls);
-    let graceful = GracefulShutdown::new();
-    let connections = TaskTracker::new();
-    loop {
-        let (tcp, peer) = tokio::select! {
-            () = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let app = app.clone();
-        let watcher = graceful.watcher();
-        connections.spawn(async move {
-            let tls_stream =
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(stream)) => stream,
-                    Ok(Err(error)) => {
-                        tracing::debug!(%peer, %error, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%peer, "TLS handshake timed out");
-                        return;
-                    }
-                };
-            let builder = auto::Builder::new(TokioExecutor::new());
-            let connection =
-                builder.serve_connection(TokioIo::new(tls_stream), TowerToHyperService::new(app));
-            if let Err(error) = watcher.watch(connection.into_owned()).await {
-                tracing::debug!(%peer, %error, "connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    connections.close();
-    tracing::info!("admission listener closed; draining in-flight requests");
-    let drained = async {
-        graceful.shutdown().await;
-        connections.wait().await;
-    };
-    if tokio::time::timeout(drain, drained).await.is_err() {
-        tracing::warn!(?drain, "in-flight admissions did not finish in time");
-    }
+    serve(
+        vec![listener],
+        Tls(TlsAcceptor::from(tls)),
+        app,
+        limits,
+        shutdown,
+    )
+    .await;
+    tracing::info!("admission listener closed");
 }
 
 /// The admin routes: `/healthz`, `/readyz`, `/metrics`.
@@ -131,7 +151,7 @@ pub fn admin_app(metrics: Arc<Metrics>, readiness: Arc<Readiness>) -> Router {
                     (
                         [(
                             header::CONTENT_TYPE,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                            healthbridge_runtime::OPENMETRICS_CONTENT_TYPE,
                         )],
                         body,
                     )
@@ -142,12 +162,8 @@ pub fn admin_app(metrics: Arc<Metrics>, readiness: Arc<Readiness>) -> Router {
 }
 
 /// Serves the admin routes over plain HTTP until `shutdown`.
-pub async fn serve_admin(
-    listener: TcpListener,
-    app: Router,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+pub async fn serve_admin(listener: TcpListener, app: Router, shutdown: CancellationToken) {
+    let mut limits = Limits::new(ADMIN_MAX_CONNECTIONS);
+    limits.request_timeout = Duration::from_secs(10);
+    serve(vec![listener], PlainHttp, app, limits, shutdown).await;
 }

@@ -100,6 +100,22 @@ fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, TlsErr
     Ok(certified)
 }
 
+/// Unix time at which a DER certificate expires, or `None` when it cannot be read.
+pub fn not_after(certificate: &CertificateDer<'_>) -> Option<i64> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(certificate.as_ref()).ok()?;
+    Some(parsed.validity().not_after.timestamp())
+}
+
+/// Sets `certificate_not_after_timestamp` from the leaf now served (certificate files have no bundle to say it).
+pub fn record_expiry(store: &CertStore, metrics: &Metrics) {
+    match store.leaf().as_ref().and_then(not_after) {
+        Some(unix) => metrics.set_cert_not_after(unix),
+        None => tracing::warn!(
+            "cannot read the expiry of the serving certificate; certificate_not_after_timestamp stays 0"
+        ),
+    }
+}
+
 /// A certificate/key file pair, reloaded into a [`CertStore`] when its contents change.
 #[derive(Debug)]
 pub struct CertFiles {
@@ -160,6 +176,7 @@ pub async fn watch_files(
         match files.reload_if_changed(&store) {
             Ok(true) => {
                 metrics.cert_reloaded(true);
+                record_expiry(&store, &metrics);
                 tracing::info!(cert = %files.cert.display(), "serving certificate reloaded");
             }
             Ok(false) => {}

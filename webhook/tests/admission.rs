@@ -11,7 +11,7 @@ use common::{big_pod, config, fixture, review, unbase64};
 use healthbridge_webhook::admission::{AdmissionState, MAX_BODY_BYTES, app};
 use healthbridge_webhook::certs::CertBundle;
 use healthbridge_webhook::metrics::Metrics;
-use healthbridge_webhook::server::{Readiness, admin_app, serve_tls};
+use healthbridge_webhook::server::{LimitArgs, Readiness, admin_app, serve_tls};
 use healthbridge_webhook::tls::{CertFiles, CertStore};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -24,7 +24,11 @@ use tower::ServiceExt;
 
 struct Webhook {
     addr: SocketAddr,
+    /// TLS client configuration trusting the test CA, ALPN h2 only.
+    h2_tls: Arc<rustls::ClientConfig>,
     client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// Speaks HTTP/2 only, as the API server does when the webhook offers it.
+    h2: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     server: tokio::task::JoinHandle<()>,
@@ -54,7 +58,7 @@ async fn webhook() -> Webhook {
         store.server_config().unwrap(),
         app(state),
         shutdown.clone(),
-        Duration::from_secs(5),
+        LimitArgs::default().limits(Duration::from_secs(5)),
     ));
 
     let mut roots = rustls::RootCertStore::empty();
@@ -68,15 +72,27 @@ async fn webhook() -> Webhook {
     .with_root_certificates(roots)
     .with_no_client_auth();
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
+        .with_tls_config(tls.clone())
         .https_only()
         .enable_http1()
         .enable_http2()
         .build();
     let client = Client::builder(TokioExecutor::new()).build(connector);
+    let mut h2_tls = tls.clone();
+    h2_tls.alpn_protocols = vec![b"h2".to_vec()];
+    let h2_connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only()
+        .enable_http2()
+        .build();
+    let h2 = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build(h2_connector);
     Webhook {
         addr,
+        h2_tls: Arc::new(h2_tls),
         client,
+        h2,
         metrics,
         shutdown,
         server,
@@ -87,11 +103,24 @@ use rustls_pki_types::pem::PemObject;
 
 impl Webhook {
     async fn post_bytes(&self, path: &str, body: Vec<u8>) -> (u16, Bytes) {
-        let request = hyper::Request::post(format!("https://localhost:{}{path}", self.addr.port()))
+        Self::post_with(&self.client, self.addr, path, body).await
+    }
+
+    async fn post_bytes_h2(&self, path: &str, body: Vec<u8>) -> (u16, Bytes) {
+        Self::post_with(&self.h2, self.addr, path, body).await
+    }
+
+    async fn post_with(
+        client: &Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+        addr: SocketAddr,
+        path: &str,
+        body: Vec<u8>,
+    ) -> (u16, Bytes) {
+        let request = hyper::Request::post(format!("https://localhost:{}{path}", addr.port()))
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(body)))
             .unwrap();
-        let response = self.client.request(request).await.unwrap();
+        let response = client.request(request).await.unwrap();
         let status = response.status().as_u16();
         (
             status,
@@ -183,6 +212,77 @@ async fn a_body_over_three_mebibytes_is_refused() {
         .await;
     assert_eq!(status, 413);
     assert!(String::from_utf8_lossy(&body).contains("3 MiB"));
+}
+
+#[tokio::test]
+async fn a_body_over_three_mebibytes_gets_its_413_over_http2_too() {
+    let webhook = webhook().await;
+    for size in [MAX_BODY_BYTES + 1, 4 * 1024 * 1024, 16 * 1024 * 1024] {
+        let (status, body) = webhook.post_bytes_h2("/mutate", vec![b' '; size]).await;
+        assert_eq!(status, 413, "{size} bytes over HTTP/2");
+        assert!(String::from_utf8_lossy(&body).contains("3 MiB"));
+    }
+    assert_eq!(webhook.metrics.count("error"), 3);
+}
+
+/// Uploads `size` bytes to `/mutate` over a bare HTTP/2 stream, as fast as flow control allows, and answers the
+/// status code, or the error the upload or the answer met (a reset stream).
+async fn upload_over_h2(webhook: &Webhook, size: usize) -> Result<u16, String> {
+    let tcp = tokio::net::TcpStream::connect(webhook.addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(webhook.h2_tls.clone())
+        .connect(
+            rustls_pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    let (mut client, connection) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(connection);
+    let request = http::Request::post(format!("https://localhost:{}/mutate", webhook.addr.port()))
+        .header("content-type", "application/json")
+        .header("content-length", size.to_string())
+        .body(())
+        .unwrap();
+    let (response, mut upload) = client.send_request(request, false).unwrap();
+    let sending = async move {
+        let mut left = size;
+        while left > 0 {
+            upload.reserve_capacity(left.min(64 * 1024));
+            let capacity = std::future::poll_fn(|cx| upload.poll_capacity(cx))
+                .await
+                .ok_or("the stream closed while uploading")?
+                .map_err(|e| format!("upload: {e}"))?;
+            let chunk = capacity.min(left);
+            left -= chunk;
+            upload
+                .send_data(bytes::Bytes::from(vec![b' '; chunk]), left == 0)
+                .map_err(|e| format!("upload: {e}"))?;
+        }
+        Ok::<(), String>(())
+    };
+    let (sent, answer) = tokio::join!(sending, async {
+        let response = response.await.map_err(|e| format!("answer: {e}"))?;
+        let status = response.status().as_u16();
+        let mut body = response.into_body();
+        while let Some(chunk) = body.data().await {
+            chunk.map_err(|e| format!("answer body: {e}"))?;
+        }
+        Ok::<u16, String>(status)
+    });
+    sent?;
+    answer
+}
+
+#[tokio::test]
+async fn an_oversized_http2_upload_gets_its_413_on_a_cleanly_closed_stream_not_a_reset() {
+    let webhook = webhook().await;
+    for size in [4 * 1024 * 1024, 16 * 1024 * 1024] {
+        assert_eq!(
+            upload_over_h2(&webhook, size).await,
+            Ok(413),
+            "{size} bytes"
+        );
+    }
 }
 
 #[tokio::test]

@@ -456,6 +456,35 @@ fn system_namespaces_and_the_webhooks_own_are_never_injected() {
 }
 
 #[test]
+fn a_request_for_a_system_namespace_is_never_injected_whatever_the_object_or_the_configuration_says()
+ {
+    let mut cfg = config();
+    cfg.excluded_namespaces.clear();
+    for ns in ["kube-system", "kube-public", "kube-node-lease"] {
+        let mut value = fixture("deployment-pod");
+        value["metadata"]["namespace"] = json!("shop");
+        for opt_in in [OptIn::Annotation, OptIn::Namespace] {
+            let ctx = AdmissionContext {
+                namespace: ns,
+                opt_in,
+                cluster_supports_native_sidecar: true,
+            };
+            let decision = patch_for(&pod(&value), &cfg, &ctx).unwrap();
+            assert!(
+                matches!(
+                    decision,
+                    Decision::Skip {
+                        reason: SkipReason::ExcludedNamespace,
+                        ..
+                    }
+                ),
+                "{ns} {opt_in:?}: {decision:?}"
+            );
+        }
+    }
+}
+
+#[test]
 fn bad_annotation_values_are_denied_with_key_value_and_what_is_accepted() {
     let mut value = fixture("deployment-pod");
     value["metadata"]["annotations"]["healthbridge.io/state-override"] = json!("maybe");

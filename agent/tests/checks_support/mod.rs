@@ -125,6 +125,8 @@ impl Pki {
 #[derive(Default)]
 pub struct Counters {
     pub hits: AtomicUsize,
+    /// TCP connections accepted.
+    pub connections: AtomicUsize,
     pub in_flight: AtomicUsize,
     pub max_in_flight: AtomicUsize,
 }
@@ -176,6 +178,7 @@ impl TestServer {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
+                shared.connections.fetch_add(1, Ordering::SeqCst);
                 let counters = shared.clone();
                 let acceptor = acceptor.clone();
                 tokio::spawn(async move {

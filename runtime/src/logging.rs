@@ -1,14 +1,16 @@
-//! Structured logs with tracing: human text by default, one JSON object per line with `--log-format json`.
+//! Structured logs on stderr, the same shape for every binary: text by default, one flat JSON object per line with `json`.
 
 use std::io::IsTerminal;
 
 use clap::ValueEnum;
 use tracing_subscriber::EnvFilter;
 
+/// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
 pub enum LogFormat {
     #[default]
     Text,
+    /// `{"timestamp":…,"level":"INFO","target":…,"message":…,<fields>…}`: fields at the top level, as log shippers expect.
     Json,
 }
 
@@ -17,11 +19,12 @@ pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
-    // A second init (tests, embedding) must not abort the process.
+    // A second init (tests, embedding) keeps the first subscriber instead of aborting.
     let _ = match format {
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
 }

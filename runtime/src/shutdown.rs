@@ -1,14 +1,14 @@
-//! One cancellation token for the whole process, cancelled by SIGTERM or ctrl-c and handed to every task.
+//! The one shutdown signal of a process: a cancellation token cancelled by SIGTERM or ctrl-c, cloned into every task.
 
 use tokio_util::sync::CancellationToken;
 
-/// Returns a token that is cancelled on the first SIGTERM or ctrl-c; every long-running task takes a clone.
+/// Returns a token that is cancelled on the first SIGTERM or ctrl-c; must be called inside a Tokio runtime.
 pub fn on_signal() -> CancellationToken {
     let token = CancellationToken::new();
     let cancel = token.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
-        tracing::info!("shutdown requested, draining in-flight requests");
+        tracing::info!("shutdown requested: draining in-flight requests");
         cancel.cancel();
     });
     token
@@ -25,8 +25,8 @@ async fn wait_for_signal() {
             }
         }
         Err(error) => {
-            // Without a SIGTERM handler the kubelet's stop would still kill us; ctrl-c remains useful locally.
-            tracing::warn!(%error, "cannot listen for SIGTERM; only ctrl-c will shut down gracefully");
+            // Without a SIGTERM handler the kubelet's stop still kills the process; ctrl-c stays useful locally.
+            tracing::warn!(%error, "cannot listen for SIGTERM; only ctrl-c shuts down gracefully");
             let _ = tokio::signal::ctrl_c().await;
         }
     }
