@@ -121,26 +121,22 @@ impl ClientTlsArgs {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()?;
-        let builder = if self.insecure_skip_verify {
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AcceptAnyServerCert(
-                    provider.signature_verification_algorithms,
-                )))
+        let roots = if self.insecure_skip_verify {
+            None
         } else {
             let (roots, pinned) = self.roots()?;
             let webpki =
                 WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                     .build()
                     .map_err(|error| TlsError::Rustls(rustls::Error::General(error.to_string())))?;
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(CaFileVerifier {
-                    webpki,
-                    pinned,
-                    algorithms: provider.signature_verification_algorithms,
-                }))
+            Some(Roots { webpki, pinned })
         };
+        let builder = builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(ServerVerifier {
+                roots,
+                algorithms: provider.signature_verification_algorithms,
+            }));
         let config = match (&self.client_cert, &self.client_key) {
             (Some(cert), Some(key)) => {
                 let chain = read_certs("--client-cert", cert)?;
@@ -238,16 +234,22 @@ fn read_certs(flag: &'static str, path: &Path) -> Result<Vec<CertificateDer<'sta
 
 /// Verifies against the roots as usual; a server certificate that is itself in the CA file (a self-signed
 /// certificate marked `CA:TRUE`, as `openssl req -x509` makes by default) is accepted as pinned, as Go's
-/// verifier does: still checked for the server name and its validity period, and the handshake signature
-/// proves the server holds its key.
+/// verifier does: still checked for the server name and its validity period. Without roots
+/// (`--insecure-skip-verify`) any certificate is accepted. Either way the handshake signature is checked, so the
+/// peer must hold the key of the certificate it shows.
 #[derive(Debug)]
-struct CaFileVerifier {
-    webpki: Arc<WebPkiServerVerifier>,
-    pinned: Vec<CertificateDer<'static>>,
+struct ServerVerifier {
+    roots: Option<Roots>,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
-impl CaFileVerifier {
+#[derive(Debug)]
+struct Roots {
+    webpki: Arc<WebPkiServerVerifier>,
+    pinned: Vec<CertificateDer<'static>>,
+}
+
+impl ServerVerifier {
     fn verify_pinned(
         end_entity: &CertificateDer<'_>,
         server_name: &ServerName<'_>,
@@ -276,7 +278,7 @@ impl CaFileVerifier {
     }
 }
 
-impl ServerCertVerifier for CaFileVerifier {
+impl ServerCertVerifier for ServerVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -285,7 +287,10 @@ impl ServerCertVerifier for CaFileVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self.webpki.verify_server_cert(
+        let Some(roots) = &self.roots else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        match roots.webpki.verify_server_cert(
             end_entity,
             intermediates,
             server_name,
@@ -293,7 +298,7 @@ impl ServerCertVerifier for CaFileVerifier {
             now,
         ) {
             Ok(verified) => Ok(verified),
-            Err(_) if self.pinned.iter().any(|cert| cert == end_entity) => {
+            Err(_) if roots.pinned.iter().any(|cert| cert == end_entity) => {
                 Self::verify_pinned(end_entity, server_name, now)
             }
             Err(error) => Err(error),
@@ -392,45 +397,6 @@ fn explain_rustls(error: &rustls::Error) -> String {
         _ => "TLS handshake failed",
     };
     format!("TLS: {error}: {fix}")
-}
-
-/// Accepts any certificate but still checks handshake signatures, so the peer must hold the key it shows.
-#[derive(Debug)]
-struct AcceptAnyServerCert(WebPkiSupportedAlgorithms);
-
-impl ServerCertVerifier for AcceptAnyServerCert {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_schemes()
-    }
 }
 
 #[cfg(test)]
