@@ -49,6 +49,9 @@ pub async fn status_on_loopback(port: u16, path: &str) -> anyhow::Result<u16> {
 pub struct Answer {
     pub status: u16,
     pub body: String,
+    /// The agent's `healthbridge-stale` header: seconds since the API server last confirmed the pod status,
+    /// sent once that is longer than `MAX_STALENESS`.
+    pub stale_seconds: Option<u64>,
 }
 
 /// `GET <path>` on `<host>:<port>` read to the end (the request says `Connection: close`).
@@ -91,7 +94,17 @@ fn parse_answer(response: &str) -> anyhow::Result<Answer> {
     } else {
         body.to_owned()
     };
-    Ok(Answer { status, body })
+    let stale_seconds = head.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.trim()
+            .eq_ignore_ascii_case("healthbridge-stale")
+            .then(|| value.trim().parse().ok())?
+    });
+    Ok(Answer {
+        status,
+        body,
+        stale_seconds,
+    })
 }
 
 fn unchunk(mut rest: &str) -> String {
@@ -112,6 +125,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_stale_header_is_read() -> anyhow::Result<()> {
+        let answer = parse_answer(
+            "HTTP/1.1 503 Service Unavailable\r\nHealthbridge-Stale: 7\r\ncontent-length: 3\r\n\r\nbad",
+        )?;
+        assert_eq!(answer.stale_seconds, Some(7));
+        Ok(())
+    }
+
+    #[test]
     fn a_plain_body_is_read_after_the_head() -> anyhow::Result<()> {
         let answer =
             parse_answer("HTTP/1.1 503 Service Unavailable\r\ncontent-length: 4\r\n\r\nbad\n")?;
@@ -119,7 +141,8 @@ mod tests {
             answer,
             Answer {
                 status: 503,
-                body: "bad\n".to_owned()
+                body: "bad\n".to_owned(),
+                stale_seconds: None,
             }
         );
         Ok(())

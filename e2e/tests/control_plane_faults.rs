@@ -318,8 +318,9 @@ async fn haproxy_until(
     .await
 }
 
+/// The published port names only the failing check; the stale header says why (the reason is on the admin port).
 fn unknown(answer: &Answer) -> bool {
-    answer.status == 503 && answer.body.contains("pod status unknown since")
+    answer.status == 503 && answer.body.contains("pod") && answer.stale_seconds.is_some()
 }
 
 fn ok(answer: &Answer) -> bool {
