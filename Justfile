@@ -11,8 +11,8 @@ nodes := env_var_or_default("NODES", "1")
 default:
     @just --list
 
-# Everything CI runs: formatting, lints, unit/integration tests, then the end-to-end suite on a real cluster.
-test: check unit e2e
+# Everything CI runs: formatting, lints, unit/integration tests, the arm64 agent under qemu, then the end-to-end suite on a real cluster.
+test: check unit smoke-arm64 e2e
 
 # Formatting and lints (warnings are errors).
 check:
@@ -22,6 +22,14 @@ check:
 # Unit and integration tests (no cluster needed).
 unit:
     cargo test --workspace --exclude healthbridge-e2e
+
+# The arm64 agent image's binary under qemu-user-static: serve answers /health, probe exits as it should.
+smoke-arm64: images
+    scripts/smoke-arm64
+
+# Builds the release binaries of this commit in a second, fresh checkout and compares them byte for byte.
+repro: deps
+    scripts/repro
 
 # Benchmarks: criterion and load runs; prints the figures the issues ask for.
 bench:
