@@ -135,26 +135,34 @@ pub struct Verdict {
 impl ProbeArgs {
     /// The URL to check: --url as given, or built the old way from host, port and path.
     pub fn target(&self) -> Result<Uri, String> {
-        let text = match (&self.url, self.status_port) {
-            (Some(url), _) => url.clone(),
+        let (text, built_from) = match (&self.url, self.status_port) {
+            (Some(url), _) => (url.clone(), None),
             (None, Some(port)) => {
                 let path = self.path.as_deref().unwrap_or("/");
                 let path = if path.starts_with('/') { path.to_owned() } else { format!("/{path}") };
                 let host = if self.host.contains(':') && !self.host.starts_with('[') { format!("[{}]", self.host) } else { self.host.clone() };
                 let scheme = if self.tls { "https" } else { "http" };
-                format!("{scheme}://{host}:{port}{path}")
+                (format!("{scheme}://{host}:{port}{path}"), Some(port))
             }
             (None, None) => return Err("give --url URL, or --statusPort PORT (with --path and --host) like the older probe".to_owned()),
         };
-        let uri: Uri = text
-            .parse()
-            .map_err(|e| format!("`{text}` is not a valid URL: {e}"))?;
-        match uri.scheme_str() {
-            Some("http" | "https") if uri.host().is_some() => Ok(uri),
-            _ => Err(format!(
-                "`{text}` is not an http:// or https:// URL with a host"
-            )),
+        // The contract's rule for endpoint URLs: http or https, with a host that is not empty (`-host=` is not one).
+        let uri = healthbridge_contract::endpoint::parse_url(&text).map_err(|e| e.to_string())?;
+        // A --host holding URL syntax (`a#`, `a/b`, `user@a`) would aim the check at another host or port.
+        if let Some(port) = built_from {
+            let bare = |host: &str| {
+                host.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_owned()
+            };
+            if uri.port_u16() != Some(port) || uri.host().map(bare) != Some(bare(&self.host)) {
+                return Err(format!(
+                    "--host `{}` is not a host name or IP address; give one like localhost, 10.0.0.1 or ::1",
+                    healthbridge_contract::value::shorten(&self.host)
+                ));
+            }
         }
+        Ok(uri)
     }
 
     fn expected(&self, status: StatusCode) -> bool {
@@ -446,6 +454,38 @@ mod tests {
         );
         assert!(parse(&["--url=ftp://x/"]).unwrap().target().is_err());
         assert!(parse(&["--url=localhost:8080"]).unwrap().target().is_err());
+    }
+
+    // Found by the `probe_url` fuzz target: `-host=` built `http://:80/`, accepted with an empty host.
+    #[test]
+    fn an_empty_host_is_refused_naming_what_to_write() {
+        for args in [
+            &["-host=", "-statusPort=80"][..],
+            &["--url=http://:80/ready"][..],
+        ] {
+            let error = parse(args).unwrap().target().unwrap_err();
+            assert!(error.contains("no host"), "{args:?}: {error}");
+        }
+    }
+
+    // Found by the `probe_url` fuzz target: `-host=-#` built `http://-#:0/`, a check of host `-` on port 80.
+    #[test]
+    fn a_host_holding_url_syntax_is_refused() {
+        for host in ["-#", "a/b", "user@a"] {
+            let error = parse(&[&format!("-host={host}"), "-statusPort=8080"])
+                .unwrap()
+                .target()
+                .unwrap_err();
+            assert!(error.contains("is not a host name"), "{host}: {error}");
+        }
+        assert_eq!(
+            target(&["-host=::1", "-statusPort=8080"]),
+            "http://[::1]:8080/"
+        );
+        assert_eq!(
+            target(&["-host=[::1]", "-statusPort=8080"]),
+            "http://[::1]:8080/"
+        );
     }
 
     #[test]

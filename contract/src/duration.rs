@@ -69,11 +69,11 @@ pub fn parse_positive_duration(input: &str) -> Result<Duration, DurationError> {
 
 /// Shows a duration the way `parse_duration` reads it back (`3s`, `500ms`), for messages and `--help` defaults.
 pub fn format_duration(duration: Duration) -> String {
-    let millis = duration.as_millis();
-    if millis.is_multiple_of(1000) && millis > 0 {
-        format!("{}s", millis / 1000)
+    // Whole seconds only when nothing is below them: 4.0001s is not "4s".
+    if duration.subsec_nanos() == 0 && !duration.is_zero() {
+        format!("{}s", duration.as_secs())
     } else if duration.subsec_nanos().is_multiple_of(1_000_000) {
-        format!("{millis}ms")
+        format!("{}ms", duration.as_millis())
     } else {
         format!("{}us", duration.as_micros())
     }
@@ -178,5 +178,14 @@ mod tests {
         for text in ["3s", "500ms", "1500ms", "60s", "250us"] {
             assert_eq!(format_duration(parse_duration(text).unwrap()), text);
         }
+    }
+
+    // Found by the `duration` fuzz target: 4.000101s was shown as "4s".
+    #[test]
+    fn a_fraction_below_the_millisecond_is_shown() {
+        let duration = Duration::from_micros(4_000_101);
+        assert_eq!(format_duration(duration), "4000101us");
+        assert_eq!(parse_duration(&format_duration(duration)), Ok(duration));
+        assert_eq!(format_duration(Duration::from_micros(4_001_000)), "4001ms");
     }
 }
