@@ -89,8 +89,14 @@ impl Metrics {
             "Unix time at which the current serving certificate expires (0 when unknown)",
             cert_not_after.clone(),
         );
+        // Exported from the start, so a dashboard has the series and a rate() sees the first increment.
+        drop(admissions.get_or_create(&AdmissionLabels {
+            result: "injected",
+            reason: "",
+        }));
         if with_controller {
             crate::controller::register(&mut root);
+            init_controller_series();
         }
         Self {
             registry: root,
@@ -149,6 +155,30 @@ impl Metrics {
     }
 }
 
+/// Every result of a reconcile and every kind and verb of a write, at zero until the first one happens.
+fn init_controller_series() {
+    use crate::controller::metrics::Outcome::{
+        Error, Forbidden, Invalid, NodePortConflict, Skipped, Success,
+    };
+    use crate::controller::metrics::{Kind, OutcomeLabels, Verb, WriteLabels, metrics};
+    let metrics = metrics();
+    for result in [
+        Success,
+        Skipped,
+        Invalid,
+        NodePortConflict,
+        Forbidden,
+        Error,
+    ] {
+        drop(metrics.reconciles.get_or_create(&OutcomeLabels { result }));
+    }
+    for kind in [Kind::Role, Kind::RoleBinding, Kind::Service, Kind::Pod] {
+        for verb in [Verb::Apply, Verb::Delete] {
+            drop(metrics.writes.get_or_create(&WriteLabels { kind, verb }));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,6 +195,19 @@ mod tests {
         );
         assert!(text.contains("healthbridge_uninjected_pods"), "{text}");
         assert_eq!(metrics.count("injected"), 1);
+    }
+
+    #[test]
+    fn the_series_alerts_and_dashboards_rate_exist_before_the_first_event() {
+        let text = Metrics::with_controller().render();
+        for series in [
+            "healthbridge_webhook_admissions_total{result=\"injected\",reason=\"\"} ",
+            "healthbridge_controller_reconciles_total{result=\"error\"} ",
+            "healthbridge_controller_reconciles_total{result=\"forbidden\"} ",
+            "healthbridge_controller_api_writes_total{kind=\"service\",verb=\"apply\"} ",
+        ] {
+            assert!(text.contains(series), "{series} missing from:\n{text}");
+        }
     }
 
     #[test]
