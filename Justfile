@@ -11,8 +11,8 @@ nodes := env_var_or_default("NODES", "1")
 default:
     @just --list
 
-# Everything CI runs: formatting, lints, unit/integration tests, the arm64 agent under qemu, then the end-to-end suite on a real cluster.
-test: check unit smoke-arm64 e2e
+# Everything CI runs: fmt, lints, unit/integration tests, arm64 smoke, monitoring checks, short fuzzing, then e2e on a real cluster.
+test: check unit smoke-arm64 monitoring fuzz-ci e2e
 
 # Formatting and lints (warnings are errors).
 check:
@@ -27,6 +27,18 @@ unit:
 smoke-arm64: images
     scripts/smoke-arm64
 
+# promtool on the chart's alerts (and their unit tests) and dashboard queries; their metrics exist in the real binaries' /metrics.
+monitoring: images
+    scripts/monitoring
+
+# Every cargo-fuzz target for 30 s on the seeds in fuzz/corpus/ (nightly); fails on a crash.
+fuzz-ci:
+    scripts/fuzz 30
+
+# Every cargo-fuzz target for longer (SECONDS each, default 10 minutes).
+fuzz SECONDS="600":
+    scripts/fuzz {{SECONDS}}
+
 # Builds the release binaries of this commit in a second, fresh checkout and compares them byte for byte.
 repro: deps
     scripts/repro
@@ -39,7 +51,7 @@ bench:
 deps:
     scripts/deps
 
-# Build the container images (no Docker engine) into target/images/.
+# Build the images for linux/amd64 and linux/arm64 (no Docker engine) into target/images/: per-arch archives, one OCI index each.
 images: deps
     scripts/images
 
