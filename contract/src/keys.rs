@@ -32,6 +32,8 @@ pub const CPU_LIMIT: &str = "healthbridge.io/cpu-limit";
 pub const MEMORY_REQUEST: &str = "healthbridge.io/memory-request";
 pub const MEMORY_LIMIT: &str = "healthbridge.io/memory-limit";
 pub const NATIVE_SIDECAR: &str = "healthbridge.io/native-sidecar";
+/// How long the app containers keep serving after deletion (a preStop sleep) while the agent answers unhealthy.
+pub const DRAIN_DELAY: &str = "healthbridge.io/drain-delay";
 
 // Read by the controller.
 pub const SERVICE: &str = "healthbridge.io/service";

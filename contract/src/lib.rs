@@ -7,6 +7,7 @@
 // Tests may unwrap: a panic there is a failed test with its message.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod drain;
 pub mod duration;
 pub mod endpoint;
 pub mod env;

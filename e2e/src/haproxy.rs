@@ -110,6 +110,18 @@ impl HaProxy {
         outcome
     }
 
+    /// [`HaProxy::start_outside`] that also forwards the TCP connections it accepts on `frontend` (an address of
+    /// the outside namespace) to the backend: the load balancer as clients see it.
+    pub async fn start_outside_serving(
+        servers: &[Server],
+        frontend: SocketAddr,
+    ) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let mut config = config_text(&dir.path().join("admin.sock"), servers);
+        config.push_str(&frontend_text(frontend));
+        Self::spawn(dir, &config, Some(OUTSIDE_NETNS)).await
+    }
+
     /// Starts haproxy with a user's configuration (e.g. `manifests/examples/haproxy.cfg`), adding
     /// only the stats socket the test reads; its backend/server must be `demo`/`node`.
     pub async fn start_with_config(config: &str) -> anyhow::Result<Self> {
@@ -265,6 +277,16 @@ fn config_text(socket: &Path, servers: &[Server]) -> String {
     config
 }
 
+/// A TCP frontend on `bind` whose connections go to the backend's UP servers, each to one server (no retry on
+/// another: a refused or cut connection is the client's failure, so a test sees every one).
+fn frontend_text(bind: SocketAddr) -> String {
+    format!(
+        "frontend {BACKEND}-in\n\
+         \x20 bind {bind}\n\
+         \x20 default_backend {BACKEND}\n"
+    )
+}
+
 /// The configuration with `stats socket <socket>` as the first line of its `global` section.
 pub fn with_stats_socket(config: &str, socket: &Path) -> anyhow::Result<String> {
     let mut out = String::with_capacity(config.len() + 80);
@@ -376,6 +398,15 @@ mod tests {
                 "  server node-a 10.245.0.1:7000 check port 30083 inter 250ms fall 1 rise 1\n"
             ) && config.contains("  server node-b 10.245.0.2:7000 check port 30083 "),
             "{config}"
+        );
+    }
+
+    #[test]
+    fn the_frontend_sends_its_connections_to_the_checked_backend() {
+        let text = frontend_text(SocketAddr::from(([10, 245, 0, 6], 17000)));
+        assert_eq!(
+            text,
+            "frontend demo-in\n  bind 10.245.0.6:17000\n  default_backend demo\n"
         );
     }
 

@@ -17,6 +17,9 @@ pub const NODE_B: &str = "node-b";
 /// The network namespace that is no node, where a load balancer sees each node answer for its
 /// own pods: from a node itself kube-proxy sends a Local NodePort's traffic to every endpoint.
 pub const OUTSIDE_NETNS: &str = "hb-outside";
+/// The outside namespace's address (e2e/cluster/lib.sh `HB_OUTSIDE_IP`): a load balancer's frontend binds here,
+/// and this machine reaches it over the nodes' bridge, as a client of the load balancer.
+pub const OUTSIDE_ADDRESS: [u8; 4] = [10, 245, 0, 6];
 
 /// A node by name and InternalIP, the address its NodePorts answer on.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -21,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
     wrapped.extend_from_slice(b"}}");
     for body in [data, wrapped.as_slice()] {
         for opt_in in [OptIn::Annotation, OptIn::Namespace] {
-            let _ = admission::review(body, &cfg, opt_in, true);
+            let _ = admission::review(body, &cfg, opt_in, true, true);
         }
     }
     let Ok(pod) = serde_json::from_slice::<Pod>(data) else {
@@ -31,6 +31,7 @@ fuzz_target!(|data: &[u8]| {
         namespace: "fuzz",
         opt_in: OptIn::Namespace,
         cluster_supports_native_sidecar: true,
+        cluster_supports_sleep_action: true,
     };
     if let Ok(Decision::Inject { patch, .. }) = patch_for(&pod, &cfg, &ctx) {
         let mut document = serde_json::to_value(&pod).unwrap_or_default();

@@ -40,6 +40,7 @@ pub fn admit(pod: &Pod) -> Result<Vec<(String, String)>, DenyReason> {
         namespace: "shop",
         opt_in: OptIn::Annotation,
         cluster_supports_native_sidecar: true,
+        cluster_supports_sleep_action: true,
     };
     match patch_for(pod, &cfg, &ctx)? {
         Decision::Inject { patch, .. } => Ok(agent_env(&patch.0)),

@@ -26,10 +26,18 @@ fn patch_generation(c: &mut Criterion) {
         serde_json::to_vec(&review(&fixture("deployment-pod"), "CREATE", false)).unwrap();
     let big_review = serde_json::to_vec(&review(&big_pod(30, 50), "CREATE", false)).unwrap();
     c.bench_function("review (decode+patch+encode)/small pod", |b| {
-        b.iter(|| admission::review(black_box(&small_review), &cfg, OptIn::Annotation, true))
+        b.iter(|| {
+            admission::review(
+                black_box(&small_review),
+                &cfg,
+                OptIn::Annotation,
+                true,
+                true,
+            )
+        })
     });
     c.bench_function("review (decode+patch+encode)/30 containers x 50 env", |b| {
-        b.iter(|| admission::review(black_box(&big_review), &cfg, OptIn::Annotation, true))
+        b.iter(|| admission::review(black_box(&big_review), &cfg, OptIn::Annotation, true, true))
     });
 }
 

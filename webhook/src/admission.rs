@@ -41,6 +41,7 @@ pub fn review(
     cfg: &InjectionConfig,
     opt_in: OptIn,
     cluster_supports_native_sidecar: bool,
+    cluster_supports_sleep_action: bool,
 ) -> Result<Answer, UndecodableReview> {
     let request: AdmissionRequest<Pod> = match serde_json::from_slice::<AdmissionReview<Pod>>(body)
     {
@@ -81,6 +82,7 @@ pub fn review(
         namespace,
         opt_in,
         cluster_supports_native_sidecar,
+        cluster_supports_sleep_action,
     };
     let name = pod
         .metadata
@@ -220,6 +222,7 @@ pub struct AdmissionState {
     pub cfg: InjectionConfig,
     pub metrics: Arc<Metrics>,
     pub cluster_supports_native_sidecar: bool,
+    pub cluster_supports_sleep_action: bool,
 }
 
 /// The admission routes: `POST /mutate` and `POST /mutate-namespace`.
@@ -253,6 +256,7 @@ fn handle(state: &AdmissionState, opt_in: OptIn, body: Result<Bytes, BytesReject
             &state.cfg,
             opt_in,
             state.cluster_supports_native_sidecar,
+            state.cluster_supports_sleep_action,
         )
         .map_err(RequestError::from)
     });

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use healthbridge_contract::drain::parse_drain_delay;
 use healthbridge_contract::duration::parse_positive_duration;
 use healthbridge_contract::quantity::{Quantity, parse_quantity};
 use healthbridge_contract::service::{
@@ -18,7 +19,7 @@ use crate::group::is_label_value;
 use crate::keys;
 
 /// Every annotation key a pod may carry.
-pub const KNOWN: [&str; 19] = [
+pub const KNOWN: [&str; 20] = [
     keys::INJECT,
     keys::STATUS,
     keys::AGENT_IMAGE,
@@ -34,6 +35,7 @@ pub const KNOWN: [&str; 19] = [
     keys::MEMORY_REQUEST,
     keys::MEMORY_LIMIT,
     keys::NATIVE_SIDECAR,
+    keys::DRAIN_DELAY,
     keys::SERVICE,
     keys::NODE_PORT,
     keys::TRAFFIC_POLICY,
@@ -76,6 +78,8 @@ pub struct PodSettings {
     pub memory_request: Option<Quantity>,
     pub memory_limit: Option<Quantity>,
     pub native_sidecar: Option<bool>,
+    /// Seconds the app containers keep serving after deletion (a preStop sleep).
+    pub drain_delay: Option<u32>,
     /// Harmless oddities, returned to the user as admission warnings.
     pub warnings: Vec<String>,
 }
@@ -176,6 +180,9 @@ fn apply(
             settings.memory_limit = Some(parse_quantity(v).map_err(|e| why(&e))?);
         }
         keys::NATIVE_SIDECAR => settings.native_sidecar = Some(parse_bool(v).map_err(|e| why(&e))?),
+        keys::DRAIN_DELAY => {
+            settings.drain_delay = Some(parse_drain_delay(v).map_err(|e| why(&e))?)
+        }
         keys::SERVICE => {
             if v.is_empty() || !is_label_value(v) {
                 return Err(expected(

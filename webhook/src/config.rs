@@ -98,13 +98,22 @@ impl InjectionConfig {
 
 /// Whether a Kubernetes version (`major`, `minor` as reported by `/version`, e.g. `"1"`, `"29+"`) has native sidecars on by default.
 pub fn supports_native_sidecars(major: &str, minor: &str) -> bool {
+    is_at_least(major, minor, 29)
+}
+
+/// Whether a Kubernetes version has the preStop `sleep` action on by default (beta in 1.30).
+pub fn supports_sleep_action(major: &str, minor: &str) -> bool {
+    is_at_least(major, minor, 30)
+}
+
+fn is_at_least(major: &str, minor: &str, wanted_minor: u32) -> bool {
     let digits = |s: &str| -> Option<u32> {
         s.trim_end_matches(|c: char| !c.is_ascii_digit())
             .parse()
             .ok()
     };
     match (digits(major), digits(minor)) {
-        (Some(major), Some(minor)) => major > 1 || (major == 1 && minor >= 29),
+        (Some(major), Some(minor)) => major > 1 || (major == 1 && minor >= wanted_minor),
         _ => false,
     }
 }
@@ -133,6 +142,8 @@ mod tests {
         assert!(supports_native_sidecars("1", "29"));
         assert!(supports_native_sidecars("1", "33+"));
         assert!(!supports_native_sidecars("1", "28"));
+        assert!(supports_sleep_action("1", "30") && supports_sleep_action("1", "33+"));
+        assert!(!supports_sleep_action("1", "29"));
         assert!(!supports_native_sidecars("", ""));
     }
 }

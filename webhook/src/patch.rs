@@ -32,6 +32,8 @@ pub struct AdmissionContext<'a> {
     pub opt_in: OptIn,
     /// Whether the cluster runs native sidecars (Kubernetes ≥ 1.29); used by `nativeSidecar: auto`.
     pub cluster_supports_native_sidecar: bool,
+    /// Whether the cluster has the preStop `sleep` action (Kubernetes ≥ 1.30); needed by `drain-delay`.
+    pub cluster_supports_sleep_action: bool,
 }
 
 /// Why a pod is admitted unchanged.
@@ -120,6 +122,14 @@ pub enum DenyReason {
         request_key: &'static str,
         limit_key: &'static str,
     },
+    #[error(
+        "annotation {annotation}: {delay}s is not shorter than the pod's terminationGracePeriodSeconds ({grace}s), so the kubelet would kill the app before it stops on its own; lower the delay or raise terminationGracePeriodSeconds (the delay plus the app's own shutdown time must fit)"
+    )]
+    DrainDelayNotBelowGracePeriod {
+        annotation: &'static str,
+        delay: u32,
+        grace: i64,
+    },
 }
 
 fn join(invalid: &[InvalidAnnotation]) -> String {
@@ -141,6 +151,7 @@ impl DenyReason {
             Self::ForgedMarker { .. } => "forged_marker",
             Self::ReservedLabel { .. } => "reserved_label",
             Self::AgentImageNotAllowed { .. } => "agent_image_not_allowed",
+            Self::DrainDelayNotBelowGracePeriod { .. } => "drain_delay_not_below_grace_period",
         }
     }
 }
@@ -153,6 +164,8 @@ pub const TOKEN_MOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccoun
 pub const PORT_NAME: &str = "healthbridge";
 /// The uid/gid the agent image runs as.
 const AGENT_UID: i64 = 65532;
+/// The pod's grace period when it sets none (the API server's default).
+const DEFAULT_GRACE_PERIOD_SECONDS: i64 = 30;
 
 /// Decides whether and how to inject the agent into `pod`; the cost depends only on the
 /// number of containers, ports and volumes, never on env vars or other pod content.
@@ -284,9 +297,20 @@ pub fn patch_for(
         .clone()
         .unwrap_or_else(|| TOKEN_VOLUME.to_owned());
 
+    let drain = match settings.drain_delay {
+        Some(delay) => drain_delay(pod, delay, ctx, &mut warnings)?,
+        None => Drain::default(),
+    };
+
     let group = group_of(pod);
-    let agent = agent_container(&settings, cfg, port, resources, native, &token_volume);
-    let mut ops = Vec::with_capacity(4);
+    let mut agent = agent_container(&settings, cfg, port, resources, native, &token_volume);
+    // A regular-container agent gets its SIGTERM with the app's: it waits as long, so the load balancer reads the
+    // unhealthy status for the whole delay. A native sidecar is stopped only after every app container has exited.
+    if let (Some(pre_stop), false) = (&drain.pre_stop, native) {
+        agent["lifecycle"] = json!({ "preStop": pre_stop });
+    }
+    let mut ops = Vec::with_capacity(4 + drain.ops.len());
+    ops.extend(drain.ops);
     add_to_map(
         &mut ops,
         "annotations",
@@ -319,6 +343,73 @@ pub fn patch_for(
         patch: Patch(ops),
         group,
         warnings,
+    })
+}
+
+/// What `drain-delay` adds: a preStop sleep on every app container that has no preStop hook of its own.
+#[derive(Default)]
+struct Drain {
+    ops: Vec<PatchOperation>,
+    /// The hook, when the cluster can run it; also given to a regular-container agent.
+    pre_stop: Option<Value>,
+}
+
+/// The app containers keep serving for `delay` after deletion while the agent, which sees the deletion on its watch,
+/// already answers the unhealthy status: the load balancer takes the pod out (`fall × inter`) before the app stops.
+fn drain_delay(
+    pod: &Pod,
+    delay: u32,
+    ctx: &AdmissionContext<'_>,
+    warnings: &mut Vec<String>,
+) -> Result<Drain, DenyReason> {
+    let spec = pod.spec.as_ref();
+    let grace = spec
+        .and_then(|s| s.termination_grace_period_seconds)
+        .unwrap_or(DEFAULT_GRACE_PERIOD_SECONDS);
+    if i64::from(delay) >= grace {
+        return Err(DenyReason::DrainDelayNotBelowGracePeriod {
+            annotation: keys::DRAIN_DELAY,
+            delay,
+            grace,
+        });
+    }
+    if !ctx.cluster_supports_sleep_action {
+        warnings.push(format!(
+            "{}: this cluster has no preStop sleep action (Kubernetes ≥ 1.30), and an app image may have no `sleep` to run, so no delay was added; give the app containers a preStop hook that waits {delay}s",
+            keys::DRAIN_DELAY
+        ));
+        return Ok(Drain::default());
+    }
+    let pre_stop = json!({ "sleep": { "seconds": delay } });
+    let mut ops = Vec::new();
+    for (index, container) in spec
+        .map(|s| s.containers.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        let index = index.to_string();
+        match &container.lifecycle {
+            Some(lifecycle) if lifecycle.pre_stop.is_some() => warnings.push(format!(
+                "{}: container {:?} has its own preStop hook, which runs instead of the {delay}s sleep; make it keep the app serving for {delay}s",
+                keys::DRAIN_DELAY,
+                container.name
+            )),
+            Some(_) => add(
+                &mut ops,
+                PointerBuf::from_tokens(["spec", "containers", &index, "lifecycle", "preStop"]),
+                pre_stop.clone(),
+            ),
+            None => add(
+                &mut ops,
+                PointerBuf::from_tokens(["spec", "containers", &index, "lifecycle"]),
+                json!({ "preStop": pre_stop }),
+            ),
+        }
+    }
+    Ok(Drain {
+        ops,
+        pre_stop: Some(pre_stop),
     })
 }
 

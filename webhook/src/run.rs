@@ -9,7 +9,9 @@ use tokio_util::sync::CancellationToken;
 use crate::admission::{self, AdmissionState};
 use crate::certs::{self, SelfManaged};
 use crate::cli::{Cli, Command, ServerArgs};
-use crate::config::{AgentResources, InjectionConfig, supports_native_sidecars};
+use crate::config::{
+    AgentResources, InjectionConfig, supports_native_sidecars, supports_sleep_action,
+};
 use crate::controller::{self, ControllerError};
 use crate::metrics::Metrics;
 use crate::server::{self, Readiness};
@@ -39,9 +41,12 @@ pub async fn execute(cli: Cli, shutdown: CancellationToken) -> Result<(), RunErr
     match cli.command {
         Command::Serve(args) => {
             let cfg = injection_config(&args.server, args.namespace.as_deref());
-            // Without an API server the version is unknown; clusters before 1.29 are out of support.
-            let native = true;
-            serve_admission(&args.server, cfg, native, Metrics::new(), None, shutdown).await
+            // Without an API server the version is unknown; clusters before 1.30 are out of support.
+            let features = ClusterFeatures {
+                native_sidecar: true,
+                sleep_action: true,
+            };
+            serve_admission(&args.server, cfg, features, Metrics::new(), None, shutdown).await
         }
         Command::Run(args) => {
             let client = kube::Client::try_default()
@@ -50,11 +55,17 @@ pub async fn execute(cli: Cli, shutdown: CancellationToken) -> Result<(), RunErr
             let namespace = args.controller.lease_namespace.clone();
             let mut cfg = injection_config(&args.server, Some(&namespace));
             cfg.node_port_range = args.controller.node_port_range;
-            let native = match client.apiserver_version().await {
-                Ok(info) => supports_native_sidecars(&info.major, &info.minor),
+            let features = match client.apiserver_version().await {
+                Ok(info) => ClusterFeatures {
+                    native_sidecar: supports_native_sidecars(&info.major, &info.minor),
+                    sleep_action: supports_sleep_action(&info.major, &info.minor),
+                },
                 Err(error) => {
-                    tracing::warn!(%error, "cannot read the API server version; assuming native sidecars are supported");
-                    true
+                    tracing::warn!(%error, "cannot read the API server version; assuming native sidecars and the preStop sleep action are supported");
+                    ClusterFeatures {
+                        native_sidecar: true,
+                        sleep_action: true,
+                    }
                 }
             };
             let self_managed = args.server.tls_cert_file.is_none().then(|| SelfManaged {
@@ -72,7 +83,7 @@ pub async fn execute(cli: Cli, shutdown: CancellationToken) -> Result<(), RunErr
             let served = serve_admission(
                 &args.server,
                 cfg,
-                native,
+                features,
                 Metrics::with_controller(),
                 self_managed.map(|s| (client, s)),
                 shutdown.clone(),
@@ -95,10 +106,17 @@ pub async fn execute(cli: Cli, shutdown: CancellationToken) -> Result<(), RunErr
     }
 }
 
+/// What the cluster's Kubernetes version offers the injected pods.
+#[derive(Debug, Clone, Copy)]
+struct ClusterFeatures {
+    native_sidecar: bool,
+    sleep_action: bool,
+}
+
 async fn serve_admission(
     args: &ServerArgs,
     cfg: InjectionConfig,
-    cluster_supports_native_sidecar: bool,
+    features: ClusterFeatures,
     metrics: Metrics,
     self_managed: Option<(kube::Client, SelfManaged)>,
     shutdown: CancellationToken,
@@ -152,7 +170,8 @@ async fn serve_admission(
     let state = Arc::new(AdmissionState {
         cfg,
         metrics: metrics.clone(),
-        cluster_supports_native_sidecar,
+        cluster_supports_native_sidecar: features.native_sidecar,
+        cluster_supports_sleep_action: features.sleep_action,
     });
     let admin = tokio::spawn(server::serve_admin(
         admin_listener,

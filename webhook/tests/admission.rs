@@ -49,6 +49,7 @@ async fn webhook() -> Webhook {
         cfg: config(),
         metrics: metrics.clone(),
         cluster_supports_native_sidecar: true,
+        cluster_supports_sleep_action: true,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

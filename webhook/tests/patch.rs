@@ -287,6 +287,7 @@ fn a_pod_without_annotations_in_an_opted_in_namespace_gets_the_map_created() {
         namespace: "team-a",
         opt_in: OptIn::Namespace,
         cluster_supports_native_sidecar: true,
+        cluster_supports_sleep_action: true,
     };
     let (patched, _) = injected(&value, &ctx);
     assert_eq!(
@@ -320,6 +321,7 @@ fn without_the_annotation_the_annotation_path_skips_and_the_pod_may_opt_out_of_a
         namespace: "team-a",
         opt_in: OptIn::Namespace,
         cluster_supports_native_sidecar: true,
+        cluster_supports_sleep_action: true,
     };
     assert!(matches!(
         patch_for(&pod(&opted_out), &config(), &ctx).unwrap(),
@@ -468,6 +470,7 @@ fn a_request_for_a_system_namespace_is_never_injected_whatever_the_object_or_the
                 namespace: ns,
                 opt_in,
                 cluster_supports_native_sidecar: true,
+                cluster_supports_sleep_action: true,
             };
             let decision = patch_for(&pod(&value), &cfg, &ctx).unwrap();
             assert!(
@@ -628,5 +631,114 @@ fn naming_another_workloads_group_is_warned_about() {
         warnings[0]
             .starts_with("healthbridge.io/service=\"checkout\": a group belongs to one workload"),
         "{warnings:?}"
+    );
+}
+
+fn container<'a>(pod: &'a Value, name: &str) -> &'a Value {
+    pod["spec"]["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap()
+}
+
+fn with_context(native: bool, sleep_action: bool) -> AdmissionContext<'static> {
+    AdmissionContext {
+        namespace: "edge",
+        opt_in: OptIn::Annotation,
+        cluster_supports_native_sidecar: native,
+        cluster_supports_sleep_action: sleep_action,
+    }
+}
+
+#[test]
+fn drain_delay_makes_every_app_container_sleep_before_its_sigterm_and_keeps_a_hook_of_its_own() {
+    let (patched, warnings) = injected(&fixture("drain-delay-pod"), &with_context(true, true));
+    let sleep = json!({ "sleep": { "seconds": 10 } });
+    assert_eq!(container(&patched, "proxy")["lifecycle"]["preStop"], sleep);
+    // A lifecycle without preStop gets one beside what it had.
+    let metrics = &container(&patched, "metrics")["lifecycle"];
+    assert_eq!(metrics["preStop"], sleep);
+    assert_eq!(metrics["postStart"]["exec"]["command"][0], "/bin/warm-up");
+    // A container's own preStop hook is the app author's: it stays, and the warning says what it must do.
+    assert_eq!(
+        container(&patched, "flusher")["lifecycle"]["preStop"]["exec"]["command"][0],
+        "/bin/flush"
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("healthbridge.io/drain-delay")
+                && w.contains("\"flusher\"")
+                && w.contains("10s")),
+        "{warnings:?}"
+    );
+    // A native sidecar is stopped after the app containers have exited: it needs no delay of its own.
+    assert!(
+        agent_in(&patched, "initContainers")
+            .get("lifecycle")
+            .is_none()
+    );
+}
+
+#[test]
+fn a_regular_container_agent_waits_as_long_as_the_app_so_the_unhealthy_answer_lasts_the_delay() {
+    let (patched, _) = injected(&fixture("drain-delay-pod"), &with_context(false, true));
+    assert_eq!(
+        agent_in(&patched, "containers")["lifecycle"]["preStop"],
+        json!({ "sleep": { "seconds": 10 } })
+    );
+}
+
+#[test]
+fn without_the_sleep_action_nothing_is_added_and_the_warning_says_what_to_do() {
+    let (patched, warnings) = injected(&fixture("drain-delay-pod"), &with_context(true, false));
+    assert!(container(&patched, "proxy").get("lifecycle").is_none());
+    assert!(
+        container(&patched, "metrics")["lifecycle"]
+            .get("preStop")
+            .is_none()
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("1.30") && w.contains("preStop hook that waits 10s")),
+        "{warnings:?}"
+    );
+}
+
+#[test]
+fn a_drain_delay_that_does_not_fit_the_grace_period_is_denied_naming_both() {
+    let mut value = fixture("drain-delay-pod");
+    value["metadata"]["annotations"]["healthbridge.io/drain-delay"] = json!("45s");
+    let denied = denial(&value);
+    assert_eq!(denied.as_str(), "drain_delay_not_below_grace_period");
+    let message = denied.to_string();
+    assert!(
+        message.contains("healthbridge.io/drain-delay")
+            && message.contains("45s")
+            && message.contains("terminationGracePeriodSeconds (45s)"),
+        "{message}"
+    );
+    // Without a grace period of its own the pod has the API server's 30 s.
+    value["spec"]
+        .as_object_mut()
+        .unwrap()
+        .remove("terminationGracePeriodSeconds");
+    value["metadata"]["annotations"]["healthbridge.io/drain-delay"] = json!("30");
+    assert!(denial(&value).to_string().contains("(30s)"));
+}
+
+#[test]
+fn a_drain_delay_that_is_not_whole_seconds_is_denied_with_what_is_accepted() {
+    let mut value = fixture("drain-delay-pod");
+    value["metadata"]["annotations"]["healthbridge.io/drain-delay"] = json!("2.5s");
+    let message = denial(&value).to_string();
+    assert!(
+        message.contains(
+            "annotation healthbridge.io/drain-delay: `2.5s` is not a whole number of seconds"
+        ),
+        "{message}"
     );
 }

@@ -34,6 +34,7 @@ pub fn by_annotation(namespace: &str) -> AdmissionContext<'_> {
         namespace,
         opt_in: OptIn::Annotation,
         cluster_supports_native_sidecar: true,
+        cluster_supports_sleep_action: true,
     }
 }
 
