@@ -31,9 +31,9 @@ smoke-arm64: images
 monitoring: images
     scripts/monitoring
 
-# Every cargo-fuzz target for 30 s on the seeds in fuzz/corpus/ (nightly); fails on a crash.
+# Every cargo-fuzz target for 20 s on the seeds in fuzz/corpus/ (nightly); fails on a crash.
 fuzz-ci:
-    scripts/fuzz 30
+    scripts/fuzz 20
 
 # Every cargo-fuzz target for longer (SECONDS each, default 10 minutes).
 fuzz SECONDS="600":
