@@ -80,7 +80,8 @@ async fn steady_load(frontend: SocketAddr, stop: Arc<AtomicBool>) -> Load {
     load
 }
 
-#[tokio::test]
+// kubectl runs blocking on the test's thread: the client needs a worker of its own meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_update_with_a_drain_delay_loses_no_connection_of_a_steady_client()
 -> anyhow::Result<()> {
     Scenario::run("two-rollout", |s| async move {
