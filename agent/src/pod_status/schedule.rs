@@ -11,6 +11,10 @@ const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// Caps the wait between retries, so the true state is back within seconds once the API answers again.
 const BACKOFF_CAP: Duration = Duration::from_secs(4);
+/// How much shorter than [`Schedule::round`] a round may be. Agents that (re)connected together, after an API
+/// server restart or a rollout, would otherwise relist in lockstep for ever (10,000 lists in the same second);
+/// drawn per round, the lengths drift apart. Only shorter, never longer: the freshness budget is kept.
+pub const ROUND_JITTER: f64 = 0.2;
 
 /// When the watch relists, how long it waits for an answer, how it backs off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +38,16 @@ impl Schedule {
             backoff_min: BACKOFF_MIN,
             backoff_max: round.clamp(Duration::from_millis(500), BACKOFF_CAP),
         }
+    }
+
+    /// The length of the next round: somewhere in `[(1 - ROUND_JITTER) × round, round]`.
+    pub fn round_length(&self) -> Duration {
+        self.round_length_with(fastrand::f64())
+    }
+
+    /// `random` in `[0, 1)` picks how much shorter than `round` this round is.
+    pub fn round_length_with(&self, random: f64) -> Duration {
+        self.round - self.round.mul_f64(ROUND_JITTER * random.clamp(0.0, 1.0))
     }
 
     /// `timeoutSeconds` of the watch request: the API server ends the watch by itself no earlier than the round.
@@ -123,6 +137,58 @@ mod tests {
         assert!(
             (Duration::from_millis(50)..Duration::from_millis(100)).contains(&after_reset),
             "{after_reset:?}"
+        );
+    }
+
+    #[test]
+    fn a_round_is_never_longer_than_half_the_staleness_and_at_most_a_fifth_shorter() {
+        let schedule = Schedule::for_max_staleness(Duration::from_secs(30));
+        assert_eq!(schedule.round_length_with(0.0), Duration::from_secs(15));
+        assert_eq!(
+            schedule.round_length_with(0.5),
+            Duration::from_millis(13_500)
+        );
+        assert_eq!(schedule.round_length_with(1.0), Duration::from_secs(12));
+        for _ in 0..1000 {
+            let round = schedule.round_length();
+            assert!(
+                (Duration::from_secs(12)..=Duration::from_secs(15)).contains(&round),
+                "{round:?}"
+            );
+        }
+        // The server's own timeout never ends a round early.
+        assert!(
+            u64::from(schedule.server_timeout_secs()) >= schedule.round_length_with(0.0).as_secs()
+        );
+    }
+
+    #[test]
+    fn agents_that_reconnect_together_do_not_relist_together() {
+        // 1,000 agents back at the same instant (an API server restart): where their next lists land.
+        let schedule = Schedule::for_max_staleness(Duration::from_secs(30));
+        let mut rng = fastrand::Rng::with_seed(16);
+        let mut at: Vec<Duration> = vec![Duration::ZERO; 1000];
+        let busiest_100ms = |at: &[Duration]| {
+            let mut bins = std::collections::HashMap::new();
+            for t in at {
+                *bins.entry(t.as_millis() / 100).or_insert(0) += 1;
+            }
+            bins.into_values().max().unwrap_or(0)
+        };
+        for t in &mut at {
+            *t += schedule.round_length_with(rng.f64());
+        }
+        // Over a window of 3 s (a fifth of the round): about 33 per 100 ms, never the whole fleet.
+        assert!(busiest_100ms(&at) <= 100, "{}", busiest_100ms(&at));
+        for _ in 0..9 {
+            for t in &mut at {
+                *t += schedule.round_length_with(rng.f64());
+            }
+        }
+        assert!(
+            busiest_100ms(&at) <= 30,
+            "after 10 rounds: {}",
+            busiest_100ms(&at)
         );
     }
 

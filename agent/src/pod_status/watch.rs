@@ -201,7 +201,7 @@ impl Watcher {
             .await
             .map_err(|_| self.no_answer("list", Phase::List))?
             .map_err(|error| self.failure("list", &error, Phase::List))?;
-        let round_end = Instant::now() + self.schedule.round;
+        let round_end = Instant::now() + self.schedule.round_length();
         let Some(resource_version) = list.metadata.resource_version.filter(|rv| !rv.is_empty())
         else {
             return Err(Failure::new(
