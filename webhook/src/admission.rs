@@ -219,7 +219,8 @@ pub fn base64(bytes: &[u8]) -> String {
 pub struct AdmissionState {
     pub cfg: InjectionConfig,
     pub metrics: Arc<Metrics>,
-    pub cluster_supports_native_sidecar: bool,
+    /// What `auto` chooses now (kept current from the nodes by `run`).
+    pub cluster_supports_native_sidecar: crate::nodes::SidecarSupport,
 }
 
 /// The admission routes: `POST /mutate` and `POST /mutate-namespace`.
@@ -252,7 +253,7 @@ fn handle(state: &AdmissionState, opt_in: OptIn, body: Result<Bytes, BytesReject
             &body,
             &state.cfg,
             opt_in,
-            state.cluster_supports_native_sidecar,
+            state.cluster_supports_native_sidecar.get(),
         )
         .map_err(RequestError::from)
     });

@@ -9,9 +9,10 @@ use tokio_util::sync::CancellationToken;
 use crate::admission::{self, AdmissionState};
 use crate::certs::{self, SelfManaged};
 use crate::cli::{Cli, Command, ServerArgs};
-use crate::config::{AgentResources, InjectionConfig, supports_native_sidecars};
+use crate::config::{AgentResources, InjectionConfig, NativeSidecar, supports_native_sidecars};
 use crate::controller::{self, ControllerError};
 use crate::metrics::Metrics;
+use crate::nodes::{FIRST_DECISION_TIMEOUT, SidecarSupport, follow_nodes};
 use crate::server::{self, Readiness};
 use crate::tls::{CertFiles, CertStore, TlsError};
 use crate::trust::AgentImages;
@@ -39,9 +40,11 @@ pub async fn execute(cli: Cli, shutdown: CancellationToken) -> Result<(), RunErr
     match cli.command {
         Command::Serve(args) => {
             let cfg = injection_config(&args.server, args.namespace.as_deref());
-            // Without an API server the version is unknown; clusters before 1.29 are out of support.
-            let native = true;
-            serve_admission(&args.server, cfg, native, Metrics::new(), None, shutdown).await
+            // Without an API server the nodes are unknown: `auto` assumes a supported cluster (every kubelet ≥ 1.29);
+            // `--native-sidecar never` is the choice for older nodes.
+            let native = SidecarSupport::fixed(true);
+            let metrics = Arc::new(Metrics::new());
+            serve_admission(&args.server, cfg, native, metrics, None, shutdown).await
         }
         Command::Run(args) => {
             let client = kube::Client::try_default()
@@ -50,13 +53,8 @@ pub async fn execute(cli: Cli, shutdown: CancellationToken) -> Result<(), RunErr
             let namespace = args.controller.lease_namespace.clone();
             let mut cfg = injection_config(&args.server, Some(&namespace));
             cfg.node_port_range = args.controller.node_port_range;
-            let native = match client.apiserver_version().await {
-                Ok(info) => supports_native_sidecars(&info.major, &info.minor),
-                Err(error) => {
-                    tracing::warn!(%error, "cannot read the API server version; assuming native sidecars are supported");
-                    true
-                }
-            };
+            let metrics = Arc::new(Metrics::with_controller());
+            let native = native_sidecar_support(&client, &cfg, &metrics, &shutdown).await;
             let self_managed = args.server.tls_cert_file.is_none().then(|| SelfManaged {
                 namespace,
                 service_name: args.service_name.clone(),
@@ -73,7 +71,7 @@ pub async fn execute(cli: Cli, shutdown: CancellationToken) -> Result<(), RunErr
                 &args.server,
                 cfg,
                 native,
-                Metrics::with_controller(),
+                metrics,
                 self_managed.map(|s| (client, s)),
                 shutdown.clone(),
             )
@@ -95,15 +93,52 @@ pub async fn execute(cli: Cli, shutdown: CancellationToken) -> Result<(), RunErr
     }
 }
 
+/// What `--native-sidecar auto` chooses, kept current from the nodes' kubelet versions (and the API server's
+/// version) by a Node watch. `always`/`never` need no watch. Waits a bounded time for the first decision so that
+/// the first admissions already follow the nodes.
+async fn native_sidecar_support(
+    client: &kube::Client,
+    cfg: &InjectionConfig,
+    metrics: &Arc<Metrics>,
+    shutdown: &CancellationToken,
+) -> SidecarSupport {
+    if cfg.native_sidecar != NativeSidecar::Auto {
+        return SidecarSupport::fixed(cfg.native_sidecar == NativeSidecar::Always);
+    }
+    let apiserver = match client.apiserver_version().await {
+        Ok(info) => Some(supports_native_sidecars(&info.major, &info.minor)),
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the API server version; the nodes' kubelet versions decide alone");
+            None
+        }
+    };
+    let support = SidecarSupport::fixed(false);
+    let (first, mut first_seen) = tokio::sync::watch::channel(false);
+    tokio::spawn(follow_nodes(
+        kube::Api::all(client.clone()),
+        apiserver,
+        support.clone(),
+        metrics.clone(),
+        first,
+        shutdown.clone(),
+    ));
+    if tokio::time::timeout(FIRST_DECISION_TIMEOUT, first_seen.wait_for(|seen| *seen))
+        .await
+        .is_err()
+    {
+        tracing::warn!(timeout = ?FIRST_DECISION_TIMEOUT, "the nodes were not listed in time; injecting regular containers until they are");
+    }
+    support
+}
+
 async fn serve_admission(
     args: &ServerArgs,
     cfg: InjectionConfig,
-    cluster_supports_native_sidecar: bool,
-    metrics: Metrics,
+    cluster_supports_native_sidecar: SidecarSupport,
+    metrics: Arc<Metrics>,
     self_managed: Option<(kube::Client, SelfManaged)>,
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
-    let metrics = Arc::new(metrics);
     let readiness = Readiness::new();
     let store = CertStore::new();
     let tls = store.server_config()?;
@@ -201,7 +236,6 @@ mod tests {
     use clap::Parser;
 
     use super::*;
-    use crate::config::NativeSidecar;
 
     #[test]
     fn the_flags_make_the_injection_config_excluding_the_own_namespace() {
