@@ -155,7 +155,10 @@ pub async fn served_by_each_pod(
 
 fn openssl(args: &[&str], input: &[u8]) -> anyhow::Result<String> {
     use std::io::Write;
-    let mut child = Command::new("openssl")
+    // A pod address that went away must not hang the poll: s_client gets 10 s (coreutils' timeout).
+    let mut child = Command::new("timeout")
+        .arg("10")
+        .arg("openssl")
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
