@@ -82,7 +82,15 @@ hb_start() {
   local name="$1"; shift
   mkdir -p "$(dirname "$HB_LOGS/$name")" "$(dirname "$HB_PIDS/$name")"
   hb_log "starting $name"
-  setsid nohup "$@" >> "$HB_LOGS/$name.log" 2>&1 < /dev/null &
+  # The daemon outlives this shell: it must not keep the caller's other descriptors (a lock held with flock, the
+  # pipe of a CI log reader), or the lock is never released and the reader never sees end-of-file.
+  (
+    for fd in /proc/self/fd/*; do
+      fd="${fd##*/}"
+      ((fd > 2)) && eval "exec $fd>&-" 2>/dev/null
+    done
+    exec setsid nohup "$@" >> "$HB_LOGS/$name.log" 2>&1 < /dev/null
+  ) &
   echo $! > "$HB_PIDS/$name.pid"
 }
 

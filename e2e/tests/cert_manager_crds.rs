@@ -62,14 +62,19 @@ fn dry_run_apply(cluster: &Cluster, yaml: &str) -> anyhow::Result<String> {
     ])
 }
 
-fn rendered_cert_manager_objects(cluster: &Cluster, extra: &[&str]) -> anyhow::Result<String> {
+/// What `helm template` renders in cert-manager mode, for the cluster's Kubernetes version (helm template does
+/// not ask the cluster, and its default version is below the chart's kubeVersion).
+async fn rendered_cert_manager_objects(cluster: &Cluster, extra: &[&str]) -> anyhow::Result<String> {
     let chart = chart()?;
+    let version = cluster.client.apiserver_version().await?.git_version;
     let mut args = vec![
         "template",
         RELEASE,
         &chart,
         "--namespace",
         &cluster.release_namespace,
+        "--kube-version",
+        &version,
         "--set",
         "certs.mode=cert-manager",
     ];
@@ -93,7 +98,7 @@ async fn the_charts_objects_pass_cert_managers_schemas(cluster: &Cluster) -> any
     cluster.kubectl(&wait)?;
 
     // The default: a self-signed Issuer and a Certificate it signs.
-    let objects = rendered_cert_manager_objects(cluster, &[])?;
+    let objects = rendered_cert_manager_objects(cluster, &[]).await?;
     ensure!(
         objects.contains("kind: Issuer") && objects.contains("kind: Certificate"),
         "helm template in cert-manager mode rendered no Issuer and Certificate:\n{objects}"
@@ -120,7 +125,8 @@ async fn the_charts_objects_pass_cert_managers_schemas(cluster: &Cluster) -> any
             "--set",
             "certs.certManager.issuerRef.group=cert-manager.io",
         ],
-    )?;
+    )
+    .await?;
     ensure!(
         !objects.contains("kind: Issuer"),
         "an issuerRef still renders the self-signed Issuer"
