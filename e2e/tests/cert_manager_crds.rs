@@ -5,8 +5,11 @@
 
 use std::process::Command;
 
+use std::time::Duration;
+
 use anyhow::{Context, bail, ensure};
 use healthbridge_e2e::fixtures::repo_path;
+use healthbridge_e2e::poll::poll_until;
 use healthbridge_e2e::webhook::{RELEASE, chart};
 use healthbridge_e2e::{Cluster, Scenario};
 
@@ -64,7 +67,10 @@ fn dry_run_apply(cluster: &Cluster, yaml: &str) -> anyhow::Result<String> {
 
 /// What `helm template` renders in cert-manager mode, for the cluster's Kubernetes version (helm template does
 /// not ask the cluster, and its default version is below the chart's kubeVersion).
-async fn rendered_cert_manager_objects(cluster: &Cluster, extra: &[&str]) -> anyhow::Result<String> {
+async fn rendered_cert_manager_objects(
+    cluster: &Cluster,
+    extra: &[&str],
+) -> anyhow::Result<String> {
     let chart = chart()?;
     let version = cluster.client.apiserver_version().await?.git_version;
     let mut args = vec![
@@ -92,10 +98,24 @@ async fn the_charts_objects_pass_cert_managers_schemas(cluster: &Cluster) -> any
         "-f",
         &dir,
     ])?;
-    let crds: Vec<String> = CRDS.iter().map(|crd| format!("crd/{crd}")).collect();
-    let mut wait = vec!["wait", "--for", "condition=Established", "--timeout", "60s"];
-    wait.extend(crds.iter().map(String::as_str));
-    cluster.kubectl(&wait)?;
+    // Polled, not `kubectl wait`: that fails on a CRD the API server has not given conditions yet.
+    for crd in CRDS {
+        poll_until(
+            &format!("CRD {crd} to be Established"),
+            Duration::from_secs(60),
+            || async {
+                let established = cluster.kubectl(&[
+                    "get",
+                    "crd",
+                    crd,
+                    "-o",
+                    "jsonpath={.status.conditions[?(@.type==\"Established\")].status}",
+                ])?;
+                Ok((established.trim() == "True").then_some(()))
+            },
+        )
+        .await?;
+    }
 
     // The default: a self-signed Issuer and a Certificate it signs.
     let objects = rendered_cert_manager_objects(cluster, &[]).await?;
