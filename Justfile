@@ -76,6 +76,12 @@ down:
 e2e: images (cluster-up "2") (manifests-check "2")
     e2e/run
 
+# The end-to-end suite on the oldest supported Kubernetes minor (1.29) and on 1.34, each on its own two-node
+# cluster (built once per release, cached), then a pass/fail line per test and release; HB_MATRIX_VERSIONS
+# overrides the releases. Not in `test`: a release not built yet takes 30-60 minutes.
+e2e-matrix: images deps
+    e2e/matrix
+
 # The main job: a local real cluster with healthbridge installed and a demo workload.
 up: images cluster-up
     e2e/demo-up

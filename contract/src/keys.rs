@@ -57,3 +57,7 @@ pub const CERT_NOT_AFTER: &str = "healthbridge.io/cert-not-after";
 pub const CA_NOT_AFTER: &str = "healthbridge.io/ca-not-after";
 /// Comma-separated DNS names the serving certificate in the Secret is valid for.
 pub const CERT_DNS_NAMES: &str = "healthbridge.io/cert-dns-names";
+/// Unix time (seconds) until which the CA replaced by the last rotation (`ca-previous.crt`) stays in the caBundle.
+pub const CA_PREVIOUS_UNTIL: &str = "healthbridge.io/ca-previous-until";
+/// Set (to any value) by an operator to have the webhook replace the CA; removed once it has.
+pub const ROTATE_CA: &str = "healthbridge.io/rotate-ca";

@@ -1,5 +1,6 @@
 //! Helpers shared by the end-to-end tests: cluster access, per-test namespaces, polling, fixtures, probes.
 
+pub mod admission;
 pub mod cluster;
 pub mod echo;
 pub mod fixtures;
@@ -8,6 +9,7 @@ pub mod http;
 pub mod nodes;
 pub mod poll;
 pub mod scenario;
+pub mod webhook;
 
 pub use cluster::Cluster;
 pub use fixtures::{DemoPod, demo_pod};

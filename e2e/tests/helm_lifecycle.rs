@@ -3,134 +3,29 @@
 //! (Its own test binary with one test: it changes the shared install, and cargo runs test
 //! binaries one after another, so no other test sees it half-rolled or gone.)
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
-use healthbridge_e2e::fixtures::{
-    AGENT_CONTAINER, STATUS, annotation, describe, has_agent, is_ready, repo_path,
+use healthbridge_e2e::admission::{
+    AdmissionLoop, dry_run_create, ensure_all_injected, is_injected,
 };
+use healthbridge_e2e::fixtures::{AGENT_CONTAINER, describe, is_ready};
 use healthbridge_e2e::poll::poll_until;
-use healthbridge_e2e::{Cluster, Scenario, demo_pod};
+use healthbridge_e2e::webhook::{
+    RELEASE, RestoreInstallOnDrop, chart, install_with_default_values, webhook_pods,
+};
+use healthbridge_e2e::{Cluster, Scenario};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::Api;
 
-/// The release e2e/install installs; with the default fullname every object is named after it.
-const RELEASE: &str = "healthbridge";
 /// The chart's leader-election Lease (`<fullname>-controller`).
 const LEASE: &str = "healthbridge-controller";
 /// The self-managed certificate Secret (`<fullname>-tls`): the chart ships it, the webhook fills it.
 const CERT_SECRET: &str = "healthbridge-tls";
-const WEBHOOK_PODS: &str = "app.kubernetes.io/name=healthbridge";
 /// The upgrade's changed value: the injected agent's CPU request (default 10m).
 const UPGRADED_AGENT_CPU: &str = "15m";
 /// Admissions the roll must see at least, so "none failed" cannot be true of an empty loop.
 const MIN_ADMISSIONS_DURING_ROLL: usize = 20;
-
-fn chart() -> anyhow::Result<String> {
-    let path = repo_path("charts/healthbridge");
-    path.to_str()
-        .map(str::to_owned)
-        .context("the repository's path is not UTF-8")
-}
-
-/// What e2e/install does, with `--reset-values`: a bare `helm upgrade` would reuse the values
-/// this test changed.
-fn install_with_default_values(cluster: &Cluster) -> anyhow::Result<()> {
-    let chart = chart()?;
-    cluster.helm(&[
-        "upgrade",
-        "--install",
-        RELEASE,
-        &chart,
-        "--namespace",
-        &cluster.release_namespace,
-        "--create-namespace",
-        "--reset-values",
-        "--wait",
-        "--timeout",
-        "5m",
-    ])?;
-    Ok(())
-}
-
-/// Puts the default install back when dropped (a failed assertion, a panic), so the test
-/// binaries after this one still find healthbridge.
-struct RestoreInstallOnDrop {
-    cluster: Cluster,
-    armed: bool,
-}
-
-impl RestoreInstallOnDrop {
-    fn new(cluster: Cluster) -> Self {
-        Self {
-            cluster,
-            armed: true,
-        }
-    }
-
-    fn restore(mut self) -> anyhow::Result<()> {
-        self.armed = false;
-        install_with_default_values(&self.cluster)
-    }
-}
-
-impl Drop for RestoreInstallOnDrop {
-    fn drop(&mut self) {
-        if self.armed
-            && let Err(error) = install_with_default_values(&self.cluster)
-        {
-            eprintln!("could not restore the healthbridge install: {error:#}");
-        }
-    }
-}
-
-/// One server-side dry-run create of an annotated pod: injected, or what came back instead.
-type Admission = Result<(), String>;
-
-async fn dry_run_create(pods: &Api<Pod>, name: &str) -> anyhow::Result<Pod> {
-    let dry_run = PostParams {
-        dry_run: true,
-        ..PostParams::default()
-    };
-    Ok(pods
-        .create(&dry_run, &demo_pod(name).opted_in().pod()?)
-        .await?)
-}
-
-fn is_injected(pod: &Pod) -> bool {
-    has_agent(pod) && annotation(pod, STATUS) == Some("injected")
-}
-
-async fn admit_once(pods: &Api<Pod>, name: &str) -> Admission {
-    match dry_run_create(pods, name).await {
-        Ok(pod) if is_injected(&pod) => Ok(()),
-        Ok(pod) => Err(format!("admitted without the agent: {}", describe(&pod))),
-        Err(error) => Err(format!("refused: {error:#}")),
-    }
-}
-
-/// Keeps creating annotated pods (dry-run: nothing is left behind) until `stop` is set.
-async fn admit_until(pods: Api<Pod>, stop: Arc<AtomicBool>) -> Vec<Admission> {
-    let mut admissions = Vec::new();
-    // Paces the load, it waits for nothing: 20 admissions a second keep two cores usable.
-    let mut pace = tokio::time::interval(Duration::from_millis(50));
-    pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    while !stop.load(Ordering::Relaxed) {
-        pace.tick().await;
-        admissions.push(admit_once(&pods, &format!("roll-{}", admissions.len())).await);
-    }
-    admissions
-}
-
-async fn webhook_pods(cluster: &Cluster) -> anyhow::Result<Vec<Pod>> {
-    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &cluster.release_namespace);
-    Ok(pods
-        .list(&ListParams::default().labels(WEBHOOK_PODS))
-        .await?
-        .items)
-}
 
 fn names(pods: &[Pod]) -> Vec<String> {
     pods.iter()
@@ -161,8 +56,8 @@ async fn upgrade_rolls_the_webhook_without_an_uninjected_admission(
     );
     let replicas = before.len();
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let admitting = tokio::spawn(admit_until(s.api(), stop.clone()));
+    // Bounded: 20 a second, a roll takes well under the 5 minutes this allows.
+    let admitting = AdmissionLoop::start(s.api(), "roll", 6000);
 
     let upgrading = {
         let cluster = cluster.clone();
@@ -205,32 +100,10 @@ async fn upgrade_rolls_the_webhook_without_an_uninjected_admission(
         }
         Err(_) => Ok(()),
     };
-    stop.store(true, Ordering::Relaxed);
-    let admissions = admitting.await?;
+    let admissions = admitting.stop().await?;
     upgraded.context("helm upgrade with a changed agent CPU request")?;
     rolled?;
-
-    let bad: Vec<&String> = admissions
-        .iter()
-        .filter_map(|admission| admission.as_ref().err())
-        .collect();
-    eprintln!(
-        "helm upgrade: {} admissions during the roll, {} not injected",
-        admissions.len(),
-        bad.len()
-    );
-    ensure!(
-        admissions.len() >= MIN_ADMISSIONS_DURING_ROLL,
-        "only {} admissions ran during the roll (want at least {MIN_ADMISSIONS_DURING_ROLL})",
-        admissions.len()
-    );
-    ensure!(
-        bad.is_empty(),
-        "{} of {} admissions during the roll were not injected; the first ones: {:#?}",
-        bad.len(),
-        admissions.len(),
-        bad.iter().take(5).collect::<Vec<_>>()
-    );
+    ensure_all_injected(&admissions, MIN_ADMISSIONS_DURING_ROLL, "the roll")?;
 
     // The new pods serve the new value: the roll really happened.
     let pod = dry_run_create(&s.api(), "after-upgrade").await?;

@@ -221,7 +221,9 @@ pub fn base64(bytes: &[u8]) -> String {
 pub struct AdmissionState {
     pub cfg: InjectionConfig,
     pub metrics: Arc<Metrics>,
-    pub cluster_supports_native_sidecar: bool,
+    /// What `auto` chooses now (kept current from the nodes by `run`).
+    pub cluster_supports_native_sidecar: crate::nodes::SidecarSupport,
+    /// Whether pods may get a preStop `sleep` (Kubernetes ≥ 1.30), for `drain-delay`.
     pub cluster_supports_sleep_action: bool,
 }
 
@@ -255,7 +257,7 @@ fn handle(state: &AdmissionState, opt_in: OptIn, body: Result<Bytes, BytesReject
             &body,
             &state.cfg,
             opt_in,
-            state.cluster_supports_native_sidecar,
+            state.cluster_supports_native_sidecar.get(),
             state.cluster_supports_sleep_action,
         )
         .map_err(RequestError::from)

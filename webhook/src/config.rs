@@ -96,6 +96,9 @@ impl InjectionConfig {
     }
 }
 
+/// The first Kubernetes minor with native sidecars (`SidecarContainers`) on by default, in the API server and the kubelet.
+pub const NATIVE_SIDECAR_MINOR: (u32, u32) = (1, 29);
+
 /// Whether a Kubernetes version (`major`, `minor` as reported by `/version`, e.g. `"1"`, `"29+"`) has native sidecars on by default.
 pub fn supports_native_sidecars(major: &str, minor: &str) -> bool {
     is_at_least(major, minor, 29)
@@ -113,8 +116,47 @@ fn is_at_least(major: &str, minor: &str, wanted_minor: u32) -> bool {
             .ok()
     };
     match (digits(major), digits(minor)) {
-        (Some(major), Some(minor)) => major > 1 || (major == 1 && minor >= wanted_minor),
+        (Some(major), Some(minor)) => (major, minor) >= (1, wanted_minor),
         _ => false,
+    }
+}
+
+/// Major and minor of a version as a kubelet reports it (`status.nodeInfo.kubeletVersion`: `v1.28.15`,
+/// `v1.30.2+k3s1`, `v1.29.6-eks-1552ad0`); `None` when it is not of that form.
+pub fn major_minor(version: &str) -> Option<(u32, u32)> {
+    let mut parts = version.trim().trim_start_matches('v').split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor: String = parts
+        .next()?
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    Some((major, minor.parse().ok()?))
+}
+
+/// The lowest of the nodes' kubelet versions; a version that does not parse counts as the lowest of all (`(0, 0)`),
+/// since nothing says it runs native sidecars. `None` for no nodes.
+pub fn lowest_kubelet<'a>(
+    kubelet_versions: impl IntoIterator<Item = &'a str>,
+) -> Option<(u32, u32)> {
+    kubelet_versions
+        .into_iter()
+        .map(|version| major_minor(version).unwrap_or((0, 0)))
+        .min()
+}
+
+/// Whether `auto` makes native sidecars: only when the API server (if its version is known) and the kubelet of
+/// every node are ≥ 1.29, since a 1.29 API server accepts a native sidecar that a 1.28 kubelet never starts,
+/// leaving the pod in Init. `kubelets` is `None` when the nodes cannot be read: the safe choice, a regular container.
+/// No nodes at all leaves it to the API server (the decision is made again as nodes join).
+pub fn native_sidecars_supported(
+    apiserver: Option<bool>,
+    kubelets: Option<Option<(u32, u32)>>,
+) -> bool {
+    match kubelets {
+        None => false,
+        Some(None) => apiserver.unwrap_or(true),
+        Some(Some(lowest)) => apiserver.unwrap_or(true) && lowest >= NATIVE_SIDECAR_MINOR,
     }
 }
 
@@ -145,5 +187,57 @@ mod tests {
         assert!(supports_sleep_action("1", "30") && supports_sleep_action("1", "33+"));
         assert!(!supports_sleep_action("1", "29"));
         assert!(!supports_native_sidecars("", ""));
+    }
+
+    #[test]
+    fn kubelet_versions_read_as_major_and_minor_whatever_the_distribution_appends() {
+        assert_eq!(major_minor("v1.28.15"), Some((1, 28)));
+        assert_eq!(major_minor("v1.30.2+k3s1"), Some((1, 30)));
+        assert_eq!(major_minor("v1.29.6-eks-1552ad0"), Some((1, 29)));
+        assert_eq!(major_minor("1.31"), Some((1, 31)));
+        assert_eq!(major_minor("v1"), None);
+        assert_eq!(major_minor("unknown"), None);
+    }
+
+    #[test]
+    fn the_lowest_kubelet_decides_and_an_unreadable_one_counts_as_old() {
+        assert_eq!(
+            lowest_kubelet(["v1.33.1", "v1.28.15", "v1.30.0"]),
+            Some((1, 28))
+        );
+        assert_eq!(lowest_kubelet(["v1.33.1", "garbage"]), Some((0, 0)));
+        assert_eq!(lowest_kubelet([]), None);
+    }
+
+    #[test]
+    fn native_sidecars_need_the_api_server_and_every_kubelet_at_1_29() {
+        let decide = |apiserver, kubelets: Option<&[&str]>| {
+            native_sidecars_supported(
+                apiserver,
+                kubelets.map(|k| lowest_kubelet(k.iter().copied())),
+            )
+        };
+        assert!(decide(Some(true), Some(&["v1.29.0", "v1.33.1"])));
+        assert!(
+            !decide(Some(true), Some(&["v1.29.0", "v1.28.15"])),
+            "a 1.28 kubelet among 1.29 ones"
+        );
+        assert!(
+            !decide(Some(false), Some(&["v1.29.0"])),
+            "a 1.28 API server"
+        );
+        assert!(
+            decide(None, Some(&["v1.30.0"])),
+            "kubelets are never newer than the API server"
+        );
+        assert!(
+            !decide(Some(true), None),
+            "nodes unreadable: the safe choice"
+        );
+        assert!(
+            decide(Some(true), Some(&[])),
+            "no node yet: the API server says"
+        );
+        assert!(!decide(Some(false), Some(&[])));
     }
 }

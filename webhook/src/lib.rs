@@ -10,6 +10,7 @@ pub mod group;
 /// Every annotation and label key, from the contract crate shared with the agent.
 pub use healthbridge_contract::keys;
 pub mod metrics;
+pub mod nodes;
 pub mod patch;
 pub mod run;
 pub mod server;

@@ -34,6 +34,8 @@ pub struct Metrics {
     latency: Histogram,
     cert_reloads: Family<ReloadLabels, Counter>,
     cert_not_after: Gauge<i64, AtomicI64>,
+    native_sidecars: Gauge<i64, AtomicI64>,
+    node_versions_known: Gauge<i64, AtomicI64>,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -94,6 +96,18 @@ impl Metrics {
             result: "injected",
             reason: "",
         }));
+        let native_sidecars = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "native_sidecars",
+            "1 while nativeSidecar auto injects the agent as a native sidecar, 0 while as a regular container",
+            native_sidecars.clone(),
+        );
+        let node_versions_known = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "node_versions_known",
+            "1 while the nodes' kubelet versions are known (the native-sidecar decision follows them); 0: they cannot be read, regular containers",
+            node_versions_known.clone(),
+        );
         if with_controller {
             crate::controller::register(&mut root);
             init_controller_series();
@@ -104,6 +118,8 @@ impl Metrics {
             latency,
             cert_reloads,
             cert_not_after,
+            native_sidecars,
+            node_versions_known,
         }
     }
 
@@ -132,6 +148,16 @@ impl Metrics {
     /// Records when the serving certificate expires.
     pub fn set_cert_not_after(&self, unix_seconds: i64) {
         self.cert_not_after.set(unix_seconds);
+    }
+
+    /// Records the native-sidecar decision of `auto`.
+    pub fn set_native_sidecars(&self, native: bool) {
+        self.native_sidecars.set(i64::from(native));
+    }
+
+    /// Records whether the nodes' kubelet versions are known.
+    pub fn set_node_versions_known(&self, known: bool) {
+        self.node_versions_known.set(i64::from(known));
     }
 
     /// Prometheus text exposition of every metric.

@@ -10,10 +10,11 @@ use crate::admission::{self, AdmissionState};
 use crate::certs::{self, SelfManaged};
 use crate::cli::{Cli, Command, ServerArgs};
 use crate::config::{
-    AgentResources, InjectionConfig, supports_native_sidecars, supports_sleep_action,
+    AgentResources, InjectionConfig, NativeSidecar, supports_native_sidecars, supports_sleep_action,
 };
 use crate::controller::{self, ControllerError};
 use crate::metrics::Metrics;
+use crate::nodes::{FIRST_DECISION_TIMEOUT, SidecarSupport, follow_nodes};
 use crate::server::{self, Readiness};
 use crate::tls::{CertFiles, CertStore, TlsError};
 use crate::trust::AgentImages;
@@ -41,12 +42,12 @@ pub async fn execute(cli: Cli, shutdown: CancellationToken) -> Result<(), RunErr
     match cli.command {
         Command::Serve(args) => {
             let cfg = injection_config(&args.server, args.namespace.as_deref());
-            // Without an API server the version is unknown; clusters before 1.30 are out of support.
-            let features = ClusterFeatures {
-                native_sidecar: true,
-                sleep_action: true,
-            };
-            serve_admission(&args.server, cfg, features, Metrics::new(), None, shutdown).await
+            // Without an API server the nodes are unknown: `auto` assumes a supported cluster (every kubelet ≥ 1.29);
+            // `--native-sidecar never` is the choice for older nodes.
+            let native = SidecarSupport::fixed(true);
+            // Likewise every kubelet ≥ 1.30 for the preStop sleep of `drain-delay`.
+            let metrics = Arc::new(Metrics::new());
+            serve_admission(&args.server, cfg, native, true, metrics, None, shutdown).await
         }
         Command::Run(args) => {
             let client = kube::Client::try_default()
@@ -55,17 +56,15 @@ pub async fn execute(cli: Cli, shutdown: CancellationToken) -> Result<(), RunErr
             let namespace = args.controller.lease_namespace.clone();
             let mut cfg = injection_config(&args.server, Some(&namespace));
             cfg.node_port_range = args.controller.node_port_range;
-            let features = match client.apiserver_version().await {
-                Ok(info) => ClusterFeatures {
-                    native_sidecar: supports_native_sidecars(&info.major, &info.minor),
-                    sleep_action: supports_sleep_action(&info.major, &info.minor),
-                },
+            let metrics = Arc::new(Metrics::with_controller());
+            let native = native_sidecar_support(&client, &cfg, &metrics, &shutdown).await;
+            // The preStop sleep action (drain-delay) follows the API server's version: a kubelet older than it
+            // ignores the hook (the pod still stops, only without the delay), it never leaves a pod stuck.
+            let sleep_action = match client.apiserver_version().await {
+                Ok(info) => supports_sleep_action(&info.major, &info.minor),
                 Err(error) => {
-                    tracing::warn!(%error, "cannot read the API server version; assuming native sidecars and the preStop sleep action are supported");
-                    ClusterFeatures {
-                        native_sidecar: true,
-                        sleep_action: true,
-                    }
+                    tracing::warn!(%error, "cannot read the API server version; assuming the preStop sleep action is supported");
+                    true
                 }
             };
             let self_managed = args.server.tls_cert_file.is_none().then(|| SelfManaged {
@@ -83,8 +82,9 @@ pub async fn execute(cli: Cli, shutdown: CancellationToken) -> Result<(), RunErr
             let served = serve_admission(
                 &args.server,
                 cfg,
-                features,
-                Metrics::with_controller(),
+                native,
+                sleep_action,
+                metrics,
                 self_managed.map(|s| (client, s)),
                 shutdown.clone(),
             )
@@ -106,22 +106,53 @@ pub async fn execute(cli: Cli, shutdown: CancellationToken) -> Result<(), RunErr
     }
 }
 
-/// What the cluster's Kubernetes version offers the injected pods.
-#[derive(Debug, Clone, Copy)]
-struct ClusterFeatures {
-    native_sidecar: bool,
-    sleep_action: bool,
+/// What `--native-sidecar auto` chooses, kept current from the nodes' kubelet versions (and the API server's
+/// version) by a Node watch. `always`/`never` need no watch. Waits a bounded time for the first decision so that
+/// the first admissions already follow the nodes.
+async fn native_sidecar_support(
+    client: &kube::Client,
+    cfg: &InjectionConfig,
+    metrics: &Arc<Metrics>,
+    shutdown: &CancellationToken,
+) -> SidecarSupport {
+    if cfg.native_sidecar != NativeSidecar::Auto {
+        return SidecarSupport::fixed(cfg.native_sidecar == NativeSidecar::Always);
+    }
+    let apiserver = match client.apiserver_version().await {
+        Ok(info) => Some(supports_native_sidecars(&info.major, &info.minor)),
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the API server version; the nodes' kubelet versions decide alone");
+            None
+        }
+    };
+    let support = SidecarSupport::fixed(false);
+    let (first, mut first_seen) = tokio::sync::watch::channel(false);
+    tokio::spawn(follow_nodes(
+        kube::Api::all(client.clone()),
+        apiserver,
+        support.clone(),
+        metrics.clone(),
+        first,
+        shutdown.clone(),
+    ));
+    if tokio::time::timeout(FIRST_DECISION_TIMEOUT, first_seen.wait_for(|seen| *seen))
+        .await
+        .is_err()
+    {
+        tracing::warn!(timeout = ?FIRST_DECISION_TIMEOUT, "the nodes were not listed in time; injecting regular containers until they are");
+    }
+    support
 }
 
 async fn serve_admission(
     args: &ServerArgs,
     cfg: InjectionConfig,
-    features: ClusterFeatures,
-    metrics: Metrics,
+    cluster_supports_native_sidecar: SidecarSupport,
+    cluster_supports_sleep_action: bool,
+    metrics: Arc<Metrics>,
     self_managed: Option<(kube::Client, SelfManaged)>,
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
-    let metrics = Arc::new(metrics);
     let readiness = Readiness::new();
     let store = CertStore::new();
     let tls = store.server_config()?;
@@ -170,8 +201,8 @@ async fn serve_admission(
     let state = Arc::new(AdmissionState {
         cfg,
         metrics: metrics.clone(),
-        cluster_supports_native_sidecar: features.native_sidecar,
-        cluster_supports_sleep_action: features.sleep_action,
+        cluster_supports_native_sidecar,
+        cluster_supports_sleep_action,
     });
     let admin = tokio::spawn(server::serve_admin(
         admin_listener,
@@ -220,7 +251,6 @@ mod tests {
     use clap::Parser;
 
     use super::*;
-    use crate::config::NativeSidecar;
 
     #[test]
     fn the_flags_make_the_injection_config_excluding_the_own_namespace() {

@@ -48,7 +48,7 @@ async fn webhook() -> Webhook {
     let state = Arc::new(AdmissionState {
         cfg: config(),
         metrics: metrics.clone(),
-        cluster_supports_native_sidecar: true,
+        cluster_supports_native_sidecar: healthbridge_webhook::nodes::SidecarSupport::fixed(true),
         cluster_supports_sleep_action: true,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -4,9 +4,14 @@
 
 use std::sync::{Arc, Mutex};
 
+mod common;
+
+use healthbridge_webhook::certs::bundle::DAY;
 use healthbridge_webhook::certs::{
-    CertBundle, CertError, SelfManaged, ensure_secret, guard_ca_bundle, publish_ca_bundle,
+    CA_OVERLAP_SECONDS, CertBundle, CertError, PREVIOUS_CA_KEY, SelfManaged, ca_bundle_pem,
+    ensure_secret, guard_ca_bundle, publish_ca_bundle,
 };
+use healthbridge_webhook::keys;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
@@ -69,6 +74,7 @@ async fn ensure(client: kube::Client) -> Result<CertBundle, CertError> {
         &Api::<Secret>::namespaced(client, "healthbridge-system"),
         &settings(),
         NOW,
+        None,
     )
     .await
 }
@@ -414,4 +420,196 @@ async fn the_guard_writes_nothing_before_it_knows_the_ca() {
     shutdown.cancel();
     guard.await.unwrap();
     assert!(puts(&log).is_empty());
+}
+
+/// The Secret JSON of `bundle` as another replica (or the webhook before) stored it, with `annotations` added.
+fn secret_json_annotated(bundle: &CertBundle, annotations: &[(&str, &str)]) -> Value {
+    let mut secret = secret_json(bundle);
+    secret["metadata"]["resourceVersion"] = json!("50");
+    for (key, value) in annotations {
+        secret["metadata"]["annotations"][*key] = json!(value);
+    }
+    secret
+}
+
+/// `ensure_secret` at `now` against a Secret that holds `stored`: the bundle, and the Secret it wrote (if any).
+async fn ensure_at(
+    stored: Value,
+    now: i64,
+    served_ca: Option<&str>,
+) -> (CertBundle, Option<Secret>) {
+    let (client, log) = fake_api(move |method, _, body| match *method {
+        Method::GET => (StatusCode::OK, stored.clone()),
+        _ => (StatusCode::OK, body.clone()),
+    });
+    let bundle = ensure_secret(
+        &Api::<Secret>::namespaced(client, "healthbridge-system"),
+        &settings(),
+        now,
+        served_ca,
+    )
+    .await
+    .unwrap();
+    let written = log
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(method, _, _)| method == Method::PUT)
+        .map(|(_, _, body)| serde_json::from_value(body.clone()).unwrap());
+    (bundle, written)
+}
+
+/// The caBundle `publish_ca_bundle` writes for `ca_bundle` over a configuration that carries `live`, decoded;
+/// `None` when it writes nothing.
+async fn published_over(live: &str, ca_bundle: &str) -> Option<String> {
+    let config = webhook_config([Some(live), Some(live)]);
+    let (client, log) = fake_api(move |method, _, body| match *method {
+        Method::GET => (StatusCode::OK, config.clone()),
+        _ => (StatusCode::OK, body.clone()),
+    });
+    let configs = Api::<MutatingWebhookConfiguration>::all(client);
+    publish_ca_bundle(&configs, "healthbridge", ca_bundle)
+        .await
+        .unwrap();
+    let log = log.lock().unwrap();
+    let (_, _, written) = log.iter().find(|(method, _, _)| method == Method::PUT)?;
+    let entries = written["webhooks"].as_array().unwrap();
+    let bundles: Vec<&str> = entries
+        .iter()
+        .map(|entry| entry["clientConfig"]["caBundle"].as_str().unwrap())
+        .collect();
+    assert!(
+        bundles.iter().all(|b| *b == bundles[0]),
+        "every entry alike"
+    );
+    Some(String::from_utf8(common::unbase64(bundles[0])).unwrap())
+}
+
+/// Whether a TLS client trusting exactly the CAs of `ca_bundle` (as the API server does) accepts `leaf_pem` for
+/// the webhook Service at `now`.
+fn verifies(ca_bundle: &str, leaf_pem: &str, now: i64) -> bool {
+    use rustls::client::WebPkiServerVerifier;
+    use rustls::client::danger::ServerCertVerifier;
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_slice_iter(ca_bundle.as_bytes()) {
+        roots.add(ca.unwrap()).unwrap();
+    }
+    let verifier = WebPkiServerVerifier::builder_with_provider(
+        Arc::new(roots),
+        Arc::new(rustls::crypto::ring::default_provider()),
+    )
+    .build()
+    .unwrap();
+    let leaf = CertificateDer::from_pem_slice(leaf_pem.as_bytes()).unwrap();
+    let name = ServerName::try_from("healthbridge-webhook.healthbridge-system.svc").unwrap();
+    let at = UnixTime::since_unix_epoch(std::time::Duration::from_secs(now.try_into().unwrap()));
+    verifier
+        .verify_server_cert(&leaf, &[], &name, &[], at)
+        .is_ok()
+}
+
+#[tokio::test]
+async fn a_ca_rotation_publishes_the_old_and_the_new_ca_until_the_overlap_has_passed() {
+    let before = CertBundle::generate(&settings().dns_names(), NOW).unwrap();
+    let asked = secret_json_annotated(&before, &[(keys::ROTATE_CA, "2026-12-02")]);
+
+    let (rotated, written) = ensure_at(asked, NOW, Some(&before.ca_cert)).await;
+    let written = written.expect("the rotation is written to the Secret");
+    assert_ne!(rotated.ca_cert, before.ca_cert, "a new CA");
+    let annotations = written.metadata.annotations.clone().unwrap();
+    assert!(
+        !annotations.contains_key(keys::ROTATE_CA),
+        "the request is cleared"
+    );
+    assert_eq!(
+        annotations[keys::CA_PREVIOUS_UNTIL],
+        (NOW + CA_OVERLAP_SECONDS).to_string()
+    );
+    let data = written.data.clone().unwrap();
+    assert_eq!(data[PREVIOUS_CA_KEY].0, before.ca_cert.as_bytes());
+
+    let during = published_over(&before.ca_cert, &rotated.ca_bundle(NOW))
+        .await
+        .expect("the caBundle gains the new CA");
+    assert_eq!(
+        during,
+        ca_bundle_pem([rotated.ca_cert.as_str(), before.ca_cert.as_str()])
+    );
+
+    // Another replica reads the rotated Secret during the overlap: nothing to write, the same caBundle.
+    let stored = serde_json::to_value(&written).unwrap();
+    let (same, rewritten) = ensure_at(stored.clone(), NOW + 3600, Some(&rotated.ca_cert)).await;
+    assert!(rewritten.is_none(), "steady: no write to the Secret");
+    assert_eq!(same.ca_bundle(NOW + 3600), during);
+    assert_eq!(
+        published_over(&during, &same.ca_bundle(NOW + 3600)).await,
+        None,
+        "steady: no write to the caBundle"
+    );
+
+    // Once the overlap has passed the previous CA leaves the Secret and the caBundle.
+    let after = NOW + CA_OVERLAP_SECONDS;
+    let (pruned, rewritten) = ensure_at(stored, after, Some(&rotated.ca_cert)).await;
+    let rewritten = rewritten.expect("the previous CA is dropped from the Secret");
+    assert!(!rewritten.data.unwrap().contains_key(PREVIOUS_CA_KEY));
+    assert!(
+        !rewritten
+            .metadata
+            .annotations
+            .unwrap()
+            .contains_key(keys::CA_PREVIOUS_UNTIL)
+    );
+    assert_eq!(pruned.ca_cert, rotated.ca_cert);
+    assert_eq!(
+        published_over(&during, &pruned.ca_bundle(after)).await,
+        Some(ca_bundle_pem([rotated.ca_cert.as_str()]))
+    );
+}
+
+#[tokio::test]
+async fn a_replica_still_serving_the_old_certificate_is_trusted_during_the_overlap() {
+    let mut before = CertBundle::generate(&settings().dns_names(), NOW).unwrap();
+    // The scheduled rotation, a year before the CA expires, while the replicas serve a current certificate of it.
+    let due = before.ca_not_after - 300 * DAY;
+    before.reissue(&settings().dns_names(), due - DAY).unwrap();
+    let (rotated, _) = ensure_at(
+        secret_json_annotated(&before, &[]),
+        due,
+        Some(&before.ca_cert),
+    )
+    .await;
+    let published = published_over(&before.ca_cert, &rotated.ca_bundle(due))
+        .await
+        .unwrap();
+    assert!(
+        verifies(&published, &before.cert, due + 60),
+        "the replica that has not switched yet"
+    );
+    assert!(
+        verifies(&published, &rotated.cert, due + 60),
+        "the replica that has"
+    );
+    let after = due + CA_OVERLAP_SECONDS;
+    assert!(!verifies(&rotated.ca_bundle(after), &before.cert, after));
+    assert!(verifies(&rotated.ca_bundle(after), &rotated.cert, after));
+}
+
+#[tokio::test]
+async fn an_emptied_secret_is_refilled_keeping_the_served_ca_trusted_for_the_overlap() {
+    let served = CertBundle::generate(&settings().dns_names(), NOW).unwrap();
+    let (refilled, written) = ensure_at(empty_chart_secret(), NOW, Some(&served.ca_cert)).await;
+    assert!(written.is_some());
+    assert_ne!(refilled.ca_cert, served.ca_cert);
+    assert!(verifies(&refilled.ca_bundle(NOW), &served.cert, NOW + 60));
+    assert!(!verifies(
+        &refilled.ca_bundle(NOW + CA_OVERLAP_SECONDS),
+        &served.cert,
+        NOW + 60
+    ));
+    // A replica that served nothing yet (a fresh start) has no CA to keep.
+    let (fresh, _) = ensure_at(empty_chart_secret(), NOW, None).await;
+    assert_eq!(fresh.previous_ca, None);
 }

@@ -1,5 +1,5 @@
 //! Self-managed certificates: a CA and serving cert made with rcgen, shared by replicas through a Secret,
-//! with the CA published in the MutatingWebhookConfiguration's caBundle.
+//! with the CA (and, after a rotation, the previous one) published in the MutatingWebhookConfiguration's caBundle.
 
 pub mod bundle;
 pub mod ca_bundle;
@@ -15,11 +15,11 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 pub use self::bundle::{
-    CA_RENEW_BEFORE_DAYS, CA_VALIDITY_DAYS, CERT_VALIDITY_DAYS, CertBundle, RENEW_BEFORE_DAYS,
-    Renewal,
+    CA_OVERLAP_SECONDS, CA_RENEW_BEFORE_DAYS, CA_VALIDITY_DAYS, CERT_VALIDITY_DAYS, CertBundle,
+    PREVIOUS_CA_KEY, PreviousCa, RENEW_BEFORE_DAYS, Renewal, ca_bundle_pem,
 };
 pub use self::ca_bundle::{ca_bundle_differs, guard_ca_bundle, publish_ca_bundle};
-pub use self::secret::ensure_secret;
+pub use self::secret::{ensure_secret, watch_secret};
 use crate::metrics::Metrics;
 use crate::server::Readiness;
 use crate::tls::CertStore;
@@ -63,7 +63,15 @@ impl SelfManaged {
     }
 }
 
+/// Time the API server gets to take up a caBundle holding a new CA before this replica serves a certificate of
+/// that CA. Its webhook client reads the configuration from an informer, which we cannot observe; it lags the
+/// write by well under a second, and until the switch the old certificate (still in the caBundle) is served.
+const CA_BUNDLE_UPTAKE: Duration = Duration::from_secs(5);
+/// The full check, a backstop: the Secret and the caBundle are watched, renewals are days ahead.
+const RECHECK: Duration = Duration::from_secs(3600);
+
 /// Keeps the serving certificate and caBundle current until `shutdown`; ready once both are in place.
+/// Any change of the Secret (another replica's rotation, an operator's `rotate-ca` annotation) is acted on at once.
 pub async fn run(
     client: kube::Client,
     cfg: SelfManaged,
@@ -81,15 +89,23 @@ pub async fn run(
         ca_seen,
         shutdown.clone(),
     ));
+    let secret_changed = Arc::new(tokio::sync::Notify::new());
+    tokio::spawn(watch_secret(
+        secrets.clone(),
+        cfg.secret_name.clone(),
+        secret_changed.clone(),
+        shutdown.clone(),
+    ));
+    let mut served_ca = None;
     let mut backoff = Duration::from_secs(2);
     loop {
-        let wait = match reconcile(&secrets, &configs, &cfg, &store, &metrics).await {
-            Ok(ca_pem) => {
-                ca.send_replace(Some(ca_pem));
+        let wait = match reconcile(&secrets, &configs, &cfg, &store, &metrics, &mut served_ca).await
+        {
+            Ok(ca_bundle) => {
+                ca.send_replace(Some(ca_bundle));
                 readiness.set_ready(true);
                 backoff = Duration::from_secs(2);
-                // Renewal is days ahead; a reset caBundle is seen by guard_ca_bundle at once, this is a backstop.
-                Duration::from_secs(3600)
+                RECHECK
             }
             Err(error) => {
                 tracing::warn!(%error, retry_in = ?backoff, "certificate set-up failed");
@@ -101,20 +117,35 @@ pub async fn run(
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(wait) => {}
+            () = secret_changed.notified() => {}
         }
     }
 }
 
+/// One pass: the Secret current, the caBundle (current and previous CA) published, and only then the serving
+/// certificate switched, so the API server never meets a certificate its caBundle lacks the CA of. Returns the
+/// caBundle.
 async fn reconcile(
     secrets: &Api<Secret>,
     configs: &Api<MutatingWebhookConfiguration>,
     cfg: &SelfManaged,
     store: &CertStore,
     metrics: &Metrics,
+    served_ca: &mut Option<String>,
 ) -> Result<String, CertError> {
-    let bundle = ensure_secret(secrets, cfg, bundle::now_unix()).await?;
+    let now = bundle::now_unix();
+    let bundle = ensure_secret(secrets, cfg, now, served_ca.as_deref()).await?;
+    let ca_bundle = bundle.ca_bundle(now);
+    publish_ca_bundle(configs, &cfg.webhook_config, &ca_bundle).await?;
+    let new_ca = served_ca
+        .as_deref()
+        .is_some_and(|served| served != bundle.ca_cert);
+    if new_ca {
+        tracing::info!(secret = %cfg.secret_name, "the CA was replaced; serving a certificate of the new one shortly");
+        tokio::time::sleep(CA_BUNDLE_UPTAKE).await;
+    }
     store.set_pem(bundle.cert.as_bytes(), bundle.key.as_bytes())?;
     metrics.set_cert_not_after(bundle.cert_not_after);
-    publish_ca_bundle(configs, &cfg.webhook_config, &bundle.ca_cert).await?;
-    Ok(bundle.ca_cert)
+    *served_ca = Some(bundle.ca_cert);
+    Ok(ca_bundle)
 }
