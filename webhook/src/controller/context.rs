@@ -38,7 +38,7 @@ pub struct Context {
     /// Pods already warned about as uninjected, so each gets one Event, not one per change.
     pub(super) warned_uninjected: Mutex<HashSet<String>>,
     /// The pods seen opted in without the marker, from a metadata-only watch of every pod.
-    pub(super) uninjected: super::uninjected::Uninjected,
+    pub uninjected: super::uninjected::Uninjected,
     /// Namespaces the webhook never injects: an opted-in pod there is not "uninjected", it is excluded.
     pub(super) never_injected: HashSet<String>,
     /// Per Service: a lock so that pods of one group do not apply it concurrently, and what was last applied.
