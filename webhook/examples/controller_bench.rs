@@ -124,7 +124,8 @@ async fn measure(client: &kube::Client, pods: usize, against: &str) -> anyhow::R
 async fn reconcile_all(client: &kube::Client, pods: usize) -> anyhow::Result<Duration> {
     let args = ControllerArgs {
         lease_name: "bench".to_owned(),
-        lease_namespace: "bench".to_owned(),
+        // Not the pods' namespace: the controller ignores pods in its own namespace (the webhook never injects there).
+        lease_namespace: "healthbridge-system".to_owned(),
         identity: Some("bench".to_owned()),
         lease_duration: Duration::from_secs(15),
         renew_deadline: Duration::from_secs(10),
