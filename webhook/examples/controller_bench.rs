@@ -55,6 +55,11 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // RUST_LOG=healthbridge_webhook=debug shows what the controller does (quiet by default).
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     match Cli::parse().command {
         Command::FakeApiserver { listen, pods } => fake_apiserver(listen, pods).await,
         Command::Run {
@@ -390,7 +395,13 @@ fn matches_selector(object: &Value, selector: Option<&String>) -> bool {
 }
 
 fn status(code: StatusCode, message: &str) -> Response {
-    let body = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code.as_u16(), "message": message});
+    // The reason as the API server sets it: kube's `get_opt` reads a 404 as "absent" only with reason NotFound.
+    let reason = match code {
+        StatusCode::NOT_FOUND => "NotFound",
+        StatusCode::CONFLICT => "Conflict",
+        _ => "",
+    };
+    let body = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code.as_u16(), "reason": reason, "message": message});
     (code, axum::Json(body)).into_response()
 }
 
