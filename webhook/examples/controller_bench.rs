@@ -448,8 +448,26 @@ async fn handle(
                 })
                 .map(|(_, object)| object.clone())
                 .collect();
-            axum::Json(json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": objects.version.to_string()}, "items": items}))
-                .into_response()
+            // Pages as the API server serves a list with `limit` (the watcher asks for 500): `continue` is the offset.
+            let offset: usize = query
+                .get("continue")
+                .and_then(|token| token.parse().ok())
+                .unwrap_or(0);
+            let limit: usize = query
+                .get("limit")
+                .and_then(|limit| limit.parse().ok())
+                .filter(|limit| *limit > 0)
+                .unwrap_or(usize::MAX);
+            let total = items.len();
+            let page: Vec<Value> = items.into_iter().skip(offset).take(limit).collect();
+            let mut metadata = json!({"resourceVersion": objects.version.to_string()});
+            if offset.saturating_add(limit) < total {
+                metadata["continue"] = json!((offset + limit).to_string());
+            }
+            axum::Json(
+                json!({"apiVersion": "v1", "kind": "List", "metadata": metadata, "items": page}),
+            )
+            .into_response()
         }
         (Method::GET, Some(name)) if resource == "replicasets" => {
             let deployment = name.rsplit_once('-').map_or(name, |(head, _)| head);

@@ -237,9 +237,9 @@ pub async fn run_leading(
             writer,
             watcher(
                 Api::<CachedPod>::all(client.clone()),
-                watcher::Config::default()
-                    .labels(keys::GROUP_LABEL)
-                    .any_semantic(),
+                // Paginated lists (500 a page), not `any_semantic`: an API server answers resourceVersion=0 from its
+                // watch cache in one piece, whatever the limit, and that peak is what bounds our memory.
+                watcher::Config::default().labels(keys::GROUP_LABEL),
             )
             .default_backoff(),
         )
@@ -312,7 +312,7 @@ pub async fn run_leading(
         let ctx = ctx.clone();
         watcher(
             Api::<PartialObjectMeta<Pod>>::all(client),
-            watcher::Config::default().any_semantic(),
+            watcher::Config::default(),
         )
         .default_backoff()
         .for_each(move |event| {
