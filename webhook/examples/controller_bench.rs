@@ -438,16 +438,6 @@ async fn handle(
                 .objects
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let items: Vec<Value> = objects
-                .stored
-                .iter()
-                .filter(|((kind, ns, _), object)| {
-                    *kind == resource
-                        && namespace.is_none_or(|want| want == ns)
-                        && matches_selector(object, query.get("labelSelector"))
-                })
-                .map(|(_, object)| object.clone())
-                .collect();
             // Pages as the API server serves a list with `limit` (the watcher asks for 500): `continue` is the offset.
             let offset: usize = query
                 .get("continue")
@@ -458,10 +448,24 @@ async fn handle(
                 .and_then(|limit| limit.parse().ok())
                 .filter(|limit| *limit > 0)
                 .unwrap_or(usize::MAX);
-            let total = items.len();
-            let page: Vec<Value> = items.into_iter().skip(offset).take(limit).collect();
+            // Only the page is copied: the objects of one resource are a contiguous range of the ordered map.
+            let mut matching = objects
+                .stored
+                .range((resource.clone(), String::new(), String::new())..)
+                .take_while(|((kind, _, _), _)| *kind == resource)
+                .filter(|((_, ns, _), object)| {
+                    namespace.is_none_or(|want| want == ns)
+                        && matches_selector(object, query.get("labelSelector"))
+                })
+                .skip(offset);
+            let page: Vec<Value> = matching
+                .by_ref()
+                .take(limit)
+                .map(|(_, object)| object.clone())
+                .collect();
+            let more = matching.next().is_some();
             let mut metadata = json!({"resourceVersion": objects.version.to_string()});
-            if offset.saturating_add(limit) < total {
+            if more {
                 metadata["continue"] = json!((offset + limit).to_string());
             }
             axum::Json(
