@@ -55,6 +55,11 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // RUST_LOG=healthbridge_webhook=debug shows what the controller does (quiet by default).
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     match Cli::parse().command {
         Command::FakeApiserver { listen, pods } => fake_apiserver(listen, pods).await,
         Command::Run {
@@ -124,7 +129,8 @@ async fn measure(client: &kube::Client, pods: usize, against: &str) -> anyhow::R
 async fn reconcile_all(client: &kube::Client, pods: usize) -> anyhow::Result<Duration> {
     let args = ControllerArgs {
         lease_name: "bench".to_owned(),
-        lease_namespace: "bench".to_owned(),
+        // Not the pods' namespace: the controller ignores pods in its own namespace (the webhook never injects there).
+        lease_namespace: "healthbridge-system".to_owned(),
         identity: Some("bench".to_owned()),
         lease_duration: Duration::from_secs(15),
         renew_deadline: Duration::from_secs(10),
@@ -389,7 +395,13 @@ fn matches_selector(object: &Value, selector: Option<&String>) -> bool {
 }
 
 fn status(code: StatusCode, message: &str) -> Response {
-    let body = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code.as_u16(), "message": message});
+    // The reason as the API server sets it: kube's `get_opt` reads a 404 as "absent" only with reason NotFound.
+    let reason = match code {
+        StatusCode::NOT_FOUND => "NotFound",
+        StatusCode::CONFLICT => "Conflict",
+        _ => "",
+    };
+    let body = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code.as_u16(), "reason": reason, "message": message});
     (code, axum::Json(body)).into_response()
 }
 
@@ -426,18 +438,40 @@ async fn handle(
                 .objects
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let items: Vec<Value> = objects
+            // Pages as the API server serves a list with `limit` (the watcher asks for 500): `continue` is the offset.
+            let offset: usize = query
+                .get("continue")
+                .and_then(|token| token.parse().ok())
+                .unwrap_or(0);
+            let limit: usize = query
+                .get("limit")
+                .and_then(|limit| limit.parse().ok())
+                .filter(|limit| *limit > 0)
+                .unwrap_or(usize::MAX);
+            // Only the page is copied: the objects of one resource are a contiguous range of the ordered map.
+            let mut matching = objects
                 .stored
-                .iter()
-                .filter(|((kind, ns, _), object)| {
-                    *kind == resource
-                        && namespace.is_none_or(|want| want == ns)
+                .range((resource.clone(), String::new(), String::new())..)
+                .take_while(|((kind, _, _), _)| *kind == resource)
+                .filter(|((_, ns, _), object)| {
+                    namespace.is_none_or(|want| want == ns)
                         && matches_selector(object, query.get("labelSelector"))
                 })
+                .skip(offset);
+            let page: Vec<Value> = matching
+                .by_ref()
+                .take(limit)
                 .map(|(_, object)| object.clone())
                 .collect();
-            axum::Json(json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": objects.version.to_string()}, "items": items}))
-                .into_response()
+            let more = matching.next().is_some();
+            let mut metadata = json!({"resourceVersion": objects.version.to_string()});
+            if more {
+                metadata["continue"] = json!((offset + limit).to_string());
+            }
+            axum::Json(
+                json!({"apiVersion": "v1", "kind": "List", "metadata": metadata, "items": page}),
+            )
+            .into_response()
         }
         (Method::GET, Some(name)) if resource == "replicasets" => {
             let deployment = name.rsplit_once('-').map_or(name, |(head, _)| head);

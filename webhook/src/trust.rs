@@ -114,87 +114,141 @@ pub enum Untrusted {
 /// The port is read where the agent reads it (its env); the declared containerPort must agree and no other
 /// container may declare it, so a Service built from it reaches the agent and nothing else.
 pub fn verify_agent(pod: &Pod, images: &AgentImages) -> Result<VerifiedAgent, Untrusted> {
-    let container = keys::AGENT_CONTAINER;
-    let Some(spec) = pod.spec.as_ref() else {
-        return Err(Untrusted::NoAgent { container });
-    };
-    let sidecars = spec
-        .init_containers
-        .iter()
-        .flatten()
-        .filter(|c| c.restart_policy.as_deref() == Some("Always"));
-    let mut agents = spec
-        .containers
-        .iter()
-        .chain(sidecars)
-        .filter(|c| c.name == container);
-    let agent = agents.next().ok_or(Untrusted::NoAgent { container })?;
-    let named_twice = spec
-        .containers
-        .iter()
-        .chain(spec.init_containers.iter().flatten())
-        .filter(|c| c.name == container)
-        .count()
-        > 1;
-    if agents.next().is_some() || named_twice {
-        return Err(Untrusted::TwoAgents { container });
-    }
-    let image = agent.image.as_deref().unwrap_or_default();
-    if !images.allows(image) {
-        return Err(Untrusted::Image {
-            container,
-            image: image.to_owned(),
-            allowed: images.to_string(),
-        });
-    }
-    if agent.command.as_ref().is_some_and(|c| !c.is_empty())
-        || agent.args.as_ref().is_some_and(|a| !a.is_empty())
-    {
-        return Err(Untrusted::Command { container });
-    }
-    if let Some(mount) = agent
-        .volume_mounts
-        .iter()
-        .flatten()
-        .find(|mount| covers_binary(&mount.mount_path))
-    {
-        return Err(Untrusted::MountOverBinary {
-            container,
-            path: mount.mount_path.clone(),
-        });
-    }
-    let port = listening_port(agent).ok_or(Untrusted::NoPort { container })?;
-    let declared: Vec<i32> = agent
-        .ports
-        .iter()
-        .flatten()
-        .map(|p| p.container_port)
-        .collect();
-    if declared != [i32::from(port)] {
-        return Err(Untrusted::PortMismatch {
-            container,
-            port,
-            declared: format!("{declared:?}"),
-        });
-    }
-    let others = spec
-        .containers
-        .iter()
-        .chain(spec.init_containers.iter().flatten())
-        .filter(|c| c.name != container);
-    for other in others {
-        let declares =
-            other.ports.iter().flatten().any(|p| {
-                p.container_port == i32::from(port) || p.host_port == Some(i32::from(port))
-            });
-        if declares {
-            return Err(Untrusted::PortOfAnotherContainer {
+    AgentFacts::of(pod).verify(images)
+}
+
+/// What [`verify_agent`] looks at in a pod, and nothing else: the controller caches these few fields instead of
+/// the pod's containers, and checks them exactly as admission checks a whole pod.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AgentFacts {
+    /// Containers (regular or init, sidecar or not) named like the agent.
+    named: usize,
+    /// Regular and sidecar containers named like the agent.
+    runnable: usize,
+    /// The first of those: the agent.
+    agent: Option<AgentContainer>,
+    /// The first port of the first container named like the agent (regular first, then init): the port
+    /// `healthbridge.io/port` defaults to.
+    pub declared_port: Option<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct AgentContainer {
+    image: String,
+    runs_command: bool,
+    mount_over_binary: Option<String>,
+    port: Option<u16>,
+    declared: Vec<i32>,
+    /// Another container that declares `port` (containerPort or hostPort).
+    port_taken_by: Option<String>,
+}
+
+impl AgentFacts {
+    /// Reads the facts from a whole pod.
+    pub fn of(pod: &Pod) -> Self {
+        let container = keys::AGENT_CONTAINER;
+        let Some(spec) = pod.spec.as_ref() else {
+            return Self::default();
+        };
+        let all = || {
+            spec.containers
+                .iter()
+                .chain(spec.init_containers.iter().flatten())
+        };
+        let runnable = || {
+            spec.containers.iter().chain(
+                spec.init_containers
+                    .iter()
+                    .flatten()
+                    .filter(|c| c.restart_policy.as_deref() == Some("Always")),
+            )
+        };
+        let agent = runnable().find(|c| c.name == container).map(|agent| {
+            let port = listening_port(agent);
+            AgentContainer {
+                image: agent.image.clone().unwrap_or_default(),
+                runs_command: agent.command.as_ref().is_some_and(|c| !c.is_empty())
+                    || agent.args.as_ref().is_some_and(|a| !a.is_empty()),
+                mount_over_binary: agent
+                    .volume_mounts
+                    .iter()
+                    .flatten()
+                    .find(|mount| covers_binary(&mount.mount_path))
+                    .map(|mount| mount.mount_path.clone()),
                 port,
-                other: other.name.clone(),
-            });
+                declared: agent
+                    .ports
+                    .iter()
+                    .flatten()
+                    .map(|p| p.container_port)
+                    .collect(),
+                port_taken_by: port.and_then(|port| {
+                    all()
+                        .filter(|c| c.name != container)
+                        .find(|other| {
+                            other.ports.iter().flatten().any(|p| {
+                                p.container_port == i32::from(port)
+                                    || p.host_port == Some(i32::from(port))
+                            })
+                        })
+                        .map(|other| other.name.clone())
+                }),
+            }
+        });
+        Self {
+            named: all().filter(|c| c.name == container).count(),
+            runnable: runnable().filter(|c| c.name == container).count(),
+            agent,
+            declared_port: all()
+                .find(|c| c.name == container)
+                .and_then(|agent| agent.ports.as_ref()?.first())
+                .and_then(|port| u16::try_from(port.container_port).ok())
+                .filter(|port| *port != 0),
         }
     }
-    Ok(VerifiedAgent { port })
+
+    /// The checks of [`verify_agent`], in its order.
+    pub fn verify(&self, images: &AgentImages) -> Result<VerifiedAgent, Untrusted> {
+        let container = keys::AGENT_CONTAINER;
+        let agent = self
+            .agent
+            .as_ref()
+            .ok_or(Untrusted::NoAgent { container })?;
+        if self.runnable > 1 || self.named > 1 {
+            return Err(Untrusted::TwoAgents { container });
+        }
+        if !images.allows(&agent.image) {
+            return Err(Untrusted::Image {
+                container,
+                image: agent.image.clone(),
+                allowed: images.to_string(),
+            });
+        }
+        if agent.runs_command {
+            return Err(Untrusted::Command { container });
+        }
+        if let Some(path) = &agent.mount_over_binary {
+            return Err(Untrusted::MountOverBinary {
+                container,
+                path: path.clone(),
+            });
+        }
+        let port = agent.port.ok_or(Untrusted::NoPort { container })?;
+        if agent.declared != [i32::from(port)] {
+            return Err(Untrusted::PortMismatch {
+                container,
+                port,
+                declared: format!("{:?}", agent.declared),
+            });
+        }
+        if let Some(other) = &agent.port_taken_by {
+            return Err(Untrusted::PortOfAnotherContainer {
+                port,
+                other: other.clone(),
+            });
+        }
+        Ok(VerifiedAgent { port })
+    }
 }
 
 /// The last literal value of the port variable: Kubernetes lets a later entry of the same name win.

@@ -1,15 +1,16 @@
-//! The desired Role, RoleBinding and Service of a pod, from fixtures: names, owners, settings and drift detection.
+//! The desired agent Roles and RoleBindings of a ServiceAccount and the Service of a pod, from fixtures: names, owners, settings and drift detection.
 #![allow(clippy::unwrap_used)]
 
 mod controller_support;
 
 use controller_support::{owner, pod};
 use healthbridge_webhook::controller::desired::{
-    self, NodePortRange, ServiceScope, SettingsError, TrafficPolicy, WorkloadOwner, desired_role,
-    desired_role_binding, desired_service, is_injected, is_uninjected, needs_apply, pod_identity,
-    pod_label_value, replica_set_owner, service_settings, service_target,
+    self, MAX_NAMES_PER_ROLE, NodePortRange, SERVICE_ACCOUNT_ANNOTATION, ServiceScope,
+    SettingsError, TrafficPolicy, WorkloadOwner, desired_agent_rbac, desired_service, granted_pods,
+    is_injected, is_uninjected, needs_apply, pod_identity, pod_label_value, replica_set_owner,
+    service_settings, service_target,
 };
-use healthbridge_webhook::controller::names::{object_name, short_hash};
+use healthbridge_webhook::controller::names::{agent_rbac_name, object_name, short_hash};
 use healthbridge_webhook::keys;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
@@ -25,15 +26,16 @@ fn fixture<T: serde::de::DeserializeOwned>(name: &str) -> T {
 }
 
 #[test]
-fn the_role_lets_the_pod_read_only_itself() {
-    let pod: Pod = fixture("deployment-pod.json");
-    let role = desired_role(&pod_identity(&pod).unwrap());
+fn one_role_per_service_account_grants_exactly_its_pods_names_sorted() {
+    let rbac = desired_agent_rbac("shop", "checkout", ["web-b", "web-a", "web-a"]);
 
-    assert_eq!(role.name_any(), "checkout-7d9f8c6b5d-x2x7q-healthbridge");
+    assert_eq!(rbac.len(), 1);
+    let role = &rbac[0].role;
+    assert_eq!(role.name_any(), "checkout-healthbridge-agent");
     assert_eq!(role.namespace().as_deref(), Some("shop"));
     assert_eq!(
         serde_json::to_value(&role.rules).unwrap(),
-        json!([{"apiGroups": [""], "resources": ["pods"], "resourceNames": ["checkout-7d9f8c6b5d-x2x7q"], "verbs": ["get", "list", "watch"]}])
+        json!([{"apiGroups": [""], "resources": ["pods"], "resourceNames": ["web-a", "web-b"], "verbs": ["get", "list", "watch"]}])
     );
     assert_eq!(
         role.labels()
@@ -41,38 +43,107 @@ fn the_role_lets_the_pod_read_only_itself() {
             .map(String::as_str),
         Some(keys::MANAGED_BY)
     );
+    assert_eq!(
+        role.annotations()
+            .get(SERVICE_ACCOUNT_ANNOTATION)
+            .map(String::as_str),
+        Some("checkout")
+    );
 }
 
 #[test]
-fn the_role_and_binding_are_owned_by_the_pod_uid_without_blocking_its_deletion() {
-    let pod: Pod = fixture("deployment-pod.json");
-    let identity = pod_identity(&pod).unwrap();
-    for owners in [
-        desired_role(&identity).owner_references().to_vec(),
-        desired_role_binding(&identity).owner_references().to_vec(),
-    ] {
-        assert_eq!(owners.len(), 1);
-        assert_eq!(owners[0].kind, "Pod");
-        assert_eq!(owners[0].uid, "5b0c3c2e-1f4e-4d1a-9a51-0d3e1c2b7f10");
-        assert_eq!(owners[0].controller, Some(true));
-        assert_eq!(owners[0].block_owner_deletion, Some(false));
-    }
+fn the_role_and_binding_have_no_owner_no_pod_holds_them() {
+    let rbac = desired_agent_rbac("shop", "checkout", ["web-a"]);
+    assert!(rbac[0].role.owner_references().is_empty());
+    assert!(rbac[0].binding.owner_references().is_empty());
 }
 
 #[test]
-fn the_binding_gives_the_role_to_the_pods_service_account() {
-    let pod: Pod = fixture("deployment-pod.json");
-    let binding = desired_role_binding(&pod_identity(&pod).unwrap());
+fn the_binding_gives_the_role_to_that_service_account_only() {
+    let binding = &desired_agent_rbac("shop", "checkout", ["web-a"])[0].binding;
 
     assert_eq!(binding.role_ref.kind, "Role");
-    assert_eq!(
-        binding.role_ref.name,
-        "checkout-7d9f8c6b5d-x2x7q-healthbridge"
-    );
+    assert_eq!(binding.role_ref.name, "checkout-healthbridge-agent");
     assert_eq!(
         serde_json::to_value(&binding.subjects).unwrap(),
         json!([{"kind": "ServiceAccount", "name": "checkout", "namespace": "shop"}])
     );
+}
+
+#[test]
+fn no_pods_no_role() {
+    assert!(desired_agent_rbac("shop", "checkout", std::iter::empty::<&str>()).is_empty());
+}
+
+#[test]
+fn past_the_per_role_limit_the_names_are_cut_into_numbered_roles_the_same_way_every_time() {
+    let names: Vec<String> = (0..2 * MAX_NAMES_PER_ROLE + 1)
+        .map(|index| format!("web-{index:05}"))
+        .collect();
+    let mut shuffled = names.clone();
+    shuffled.reverse();
+
+    let rbac = desired_agent_rbac("shop", "web", names.iter().map(String::as_str));
+
+    let role_names: Vec<String> = rbac.iter().map(|chunk| chunk.role.name_any()).collect();
+    assert_eq!(
+        role_names,
+        [
+            "web-healthbridge-agent",
+            "web-healthbridge-agent-1",
+            "web-healthbridge-agent-2"
+        ]
+    );
+    for chunk in &rbac {
+        assert_eq!(chunk.binding.name_any(), chunk.role.name_any());
+        assert_eq!(chunk.binding.role_ref.name, chunk.role.name_any());
+        assert!(granted_pods(&chunk.role).len() <= MAX_NAMES_PER_ROLE);
+    }
+    let granted: Vec<String> = rbac
+        .iter()
+        .flat_map(|chunk| granted_pods(&chunk.role).to_vec())
+        .collect();
+    assert_eq!(granted, names);
+    assert_eq!(
+        desired_agent_rbac("shop", "web", shuffled.iter().map(String::as_str)),
+        rbac
+    );
+}
+
+#[test]
+fn a_full_role_of_the_longest_pod_names_stays_under_etcds_request_limit() {
+    // Pod names are DNS subdomains: at most 253 characters.
+    let names: Vec<String> = (0..MAX_NAMES_PER_ROLE)
+        .map(|index| format!("{index:05}{}", "a".repeat(248)))
+        .collect();
+
+    let rbac = desired_agent_rbac("shop", "web", names.iter().map(String::as_str));
+
+    assert_eq!(rbac.len(), 1);
+    let size = serde_json::to_vec(&rbac[0].role).unwrap().len();
+    assert!(size < 1_572_864, "{size} bytes");
+}
+
+#[test]
+fn agent_rbac_names_never_collide_with_the_per_pod_names_of_older_versions() {
+    let long = "s".repeat(200);
+    for base in [
+        "web",
+        "web-healthbridge",
+        "web-healthbridge-agent",
+        long.as_str(),
+    ] {
+        for chunk in [0, 1, 12] {
+            let name = agent_rbac_name(base, chunk);
+            assert!(name.len() <= 63, "{name}");
+            assert!(!name.ends_with("-healthbridge"), "{name}");
+            for pod in ["web", "web-healthbridge-agent", long.as_str()] {
+                assert_ne!(name, object_name(pod));
+            }
+        }
+    }
+    assert_eq!(agent_rbac_name("web", 0), "web-healthbridge-agent");
+    assert_eq!(agent_rbac_name("web", 2), "web-healthbridge-agent-2");
 }
 
 #[test]
@@ -96,18 +167,15 @@ fn a_pod_not_yet_named_is_not_reconciled() {
 #[test]
 fn a_63_character_name_is_hashed_and_stays_stable() {
     let pod: Pod = fixture("statefulset-pod.json");
-    let name = desired_role(&pod_identity(&pod).unwrap()).name_any();
+    let name = object_name(&pod_identity(&pod).unwrap().name);
 
     assert_eq!(name.len(), 63);
-    assert_eq!(
-        name,
-        object_name("a-very-long-statefulset-name-for-the-orders-database-replica-0")
-    );
     assert!(name.ends_with(&format!(
         "-{}-healthbridge",
         short_hash("a-very-long-statefulset-name-for-the-orders-database-replica-0")
     )));
-    // Pinned, so an upgrade never renames (and orphans) existing objects.
+    // Pinned, so an upgrade never renames (and orphans) existing objects, and finds the per-pod Roles of older
+    // versions to delete.
     assert_eq!(
         name,
         "a-very-long-statefulset-name-for-the-orde-c5c97f62-healthbridge"
@@ -339,8 +407,9 @@ fn the_marker_tells_injected_from_uninjected_pods() {
 
 #[test]
 fn an_observed_object_with_server_fields_needs_no_apply() {
-    let pod: Pod = fixture("deployment-pod.json");
-    let role = desired_role(&pod_identity(&pod).unwrap());
+    let role = desired_agent_rbac("shop", "checkout", ["checkout-7d9f8c6b5d-x2x7q"])
+        .remove(0)
+        .role;
     let mut observed = role.clone();
     observed.metadata.resource_version = Some("4242".to_owned());
     observed
@@ -355,8 +424,9 @@ fn an_observed_object_with_server_fields_needs_no_apply() {
 
 #[test]
 fn a_rule_added_by_a_user_is_drift_to_set_back() {
-    let pod: Pod = fixture("deployment-pod.json");
-    let role = desired_role(&pod_identity(&pod).unwrap());
+    let role = desired_agent_rbac("shop", "checkout", ["checkout-7d9f8c6b5d-x2x7q"])
+        .remove(0)
+        .role;
     let mut widened = role.clone();
     if let Some(rules) = widened.rules.as_mut() {
         rules[0].resource_names = None;

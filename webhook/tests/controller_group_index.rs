@@ -4,8 +4,8 @@
 
 use std::collections::BTreeSet;
 
+use healthbridge_webhook::controller::cached::CachedPod as Pod;
 use healthbridge_webhook::controller::group_index::GroupIndex;
-use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::runtime::reflector::{self, Store, store::Writer};
 use kube::runtime::watcher::Event;

@@ -3,135 +3,25 @@
 
 mod controller_support;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use controller_support::{Recorded, accepting, agent_images, fake_api, pod, status};
-use healthbridge_webhook::controller::NodePortRange;
-use healthbridge_webhook::controller::context::{Context, Stores};
-use healthbridge_webhook::controller::desired::{desired_role, pod_identity};
+use controller_support::world::{World, world};
+use controller_support::{Recorded, accepting, pod, status};
+use healthbridge_webhook::controller::cached::CachedPod;
+use healthbridge_webhook::controller::desired::desired_agent_rbac;
 use healthbridge_webhook::controller::housekeeping::collect_garbage;
 use healthbridge_webhook::controller::reconcile::{
-    ReconcileError, SLOW_RETRY, error_policy, reconcile, retry_after,
+    ReconcileError, SLOW_RETRY, error_policy, retry_after,
 };
 use healthbridge_webhook::keys;
 use http::{Method, StatusCode};
 use k8s_openapi::api::core::v1::{Pod, Service};
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::api::rbac::v1::Role;
 use kube::Resource;
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{self, store::Writer};
 use kube::runtime::watcher;
 use serde_json::Value;
-
-/// The caches as the controller's reflectors would fill them, writable by the test.
-struct World {
-    ctx: Arc<Context>,
-    log: Arc<Mutex<Vec<Recorded>>>,
-    pods: Writer<Pod>,
-    roles: Writer<Role>,
-    role_bindings: Writer<RoleBinding>,
-    services: Writer<Service>,
-}
-
-fn world(respond: impl Fn(&Recorded) -> (StatusCode, Value) + Send + Sync + 'static) -> World {
-    let (client, log) = fake_api(respond);
-    let (pods_reader, pods) = reflector::store();
-    let (roles_reader, roles) = reflector::store();
-    let (bindings_reader, role_bindings) = reflector::store();
-    let (services_reader, services) = reflector::store();
-    let stores = Stores {
-        pods: pods_reader,
-        roles: roles_reader,
-        role_bindings: bindings_reader,
-        services: services_reader,
-    };
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: "healthbridge".to_owned(),
-            instance: Some("test".to_owned()),
-        },
-    );
-    let ctx = Arc::new(Context::new(
-        client,
-        stores,
-        recorder,
-        NodePortRange::default(),
-        agent_images(),
-    ));
-    World {
-        ctx,
-        log,
-        pods,
-        roles,
-        role_bindings,
-        services,
-    }
-}
-
-impl World {
-    fn with_pods(mut self, pods: &[Pod]) -> Self {
-        for pod in pods {
-            self.pods
-                .apply_watcher_event(&watcher::Event::Apply(pod.clone()));
-        }
-        self
-    }
-
-    /// Feeds what the fake API server answered to applies back into the caches, as the watches would.
-    fn observe_applied(&mut self) {
-        for request in self
-            .requests()
-            .into_iter()
-            .filter(|request| request.method == Method::PATCH)
-        {
-            let (_, answer) = accepting(&request);
-            if request.path.contains("/roles/") {
-                self.roles.apply_watcher_event(&watcher::Event::Apply(
-                    serde_json::from_value(answer).unwrap(),
-                ));
-            } else if request.path.contains("/rolebindings/") {
-                self.role_bindings
-                    .apply_watcher_event(&watcher::Event::Apply(
-                        serde_json::from_value(answer).unwrap(),
-                    ));
-            } else if request.path.contains("/services/") {
-                self.services.apply_watcher_event(&watcher::Event::Apply(
-                    serde_json::from_value(answer).unwrap(),
-                ));
-            }
-        }
-    }
-
-    fn requests(&self) -> Vec<Recorded> {
-        self.log.lock().unwrap().clone()
-    }
-
-    fn forget_requests(&self) {
-        self.log.lock().unwrap().clear();
-    }
-
-    fn writes(&self) -> Vec<Recorded> {
-        self.requests()
-            .into_iter()
-            .filter(|request| request.is_write() && !request.is_event())
-            .collect()
-    }
-
-    fn events(&self) -> Vec<Value> {
-        self.requests()
-            .into_iter()
-            .filter(Recorded::is_event)
-            .map(|request| request.body)
-            .collect()
-    }
-
-    async fn reconcile(&self, pod: &Pod) -> Result<Action, ReconcileError> {
-        reconcile(Arc::new(pod.clone()), self.ctx.clone()).await
-    }
-}
 
 fn web_pod() -> Pod {
     pod("web-7d9f8c6b5d-x2x7q")
@@ -149,6 +39,7 @@ async fn a_new_injected_pod_gets_its_role_binding_and_service_applied_by_the_hea
     let world = world(accepting).with_pods(std::slice::from_ref(&pod));
 
     let action = world.reconcile(&pod).await.unwrap();
+    assert_eq!(world.sync().await, 1, "its ServiceAccount was asked for");
 
     assert_eq!(action, Action::requeue(Duration::from_secs(300)));
     let writes = world.writes();
@@ -156,9 +47,9 @@ async fn a_new_injected_pod_gets_its_role_binding_and_service_applied_by_the_hea
     assert_eq!(
         paths,
         [
-            "/apis/rbac.authorization.k8s.io/v1/namespaces/shop/roles/web-7d9f8c6b5d-x2x7q-healthbridge",
-            "/apis/rbac.authorization.k8s.io/v1/namespaces/shop/rolebindings/web-7d9f8c6b5d-x2x7q-healthbridge",
             "/api/v1/namespaces/shop/services/web-healthbridge",
+            "/apis/rbac.authorization.k8s.io/v1/namespaces/shop/roles/web-healthbridge-agent",
+            "/apis/rbac.authorization.k8s.io/v1/namespaces/shop/rolebindings/web-healthbridge-agent",
         ]
     );
     for write in &writes {
@@ -171,11 +62,11 @@ async fn a_new_injected_pod_gets_its_role_binding_and_service_applied_by_the_hea
         assert!(write.query.contains("force=true"), "{}", write.query);
     }
     assert_eq!(
-        writes[2].body["metadata"]["ownerReferences"][0]["kind"],
+        writes[0].body["metadata"]["ownerReferences"][0]["kind"],
         "Deployment"
     );
     assert_eq!(
-        writes[2].body["metadata"]["ownerReferences"][0]["name"],
+        writes[0].body["metadata"]["ownerReferences"][0]["name"],
         "web"
     );
 }
@@ -183,8 +74,13 @@ async fn a_new_injected_pod_gets_its_role_binding_and_service_applied_by_the_hea
 #[tokio::test]
 async fn the_pod_is_told_its_rbac_and_node_port_are_ready() {
     let pod = web_pod();
-    let world = world(accepting).with_pods(std::slice::from_ref(&pod));
+    let mut world = world(accepting).with_pods(std::slice::from_ref(&pod));
+    world.reconcile(&pod).await.unwrap();
+    assert!(world.events().is_empty(), "not Ready before its Role");
+    world.sync().await;
+    world.observe_applied();
 
+    world.reconcile(&pod).await.unwrap();
     world.reconcile(&pod).await.unwrap();
 
     let events = world.events();
@@ -194,7 +90,7 @@ async fn the_pod_is_told_its_rbac_and_node_port_are_ready() {
     assert_eq!(events[0]["regarding"]["name"], "web-7d9f8c6b5d-x2x7q");
     let note = events[0]["note"].as_str().unwrap();
     assert!(
-        note.contains("ServiceAccount web may read this pod only"),
+        note.contains("ServiceAccount web may read this pod and the other injected pods running as it in this namespace (Role/RoleBinding web-healthbridge-agent)"),
         "{note}"
     );
     assert!(
@@ -207,12 +103,11 @@ async fn the_pod_is_told_its_rbac_and_node_port_are_ready() {
 async fn in_steady_state_a_reconcile_makes_no_request_at_all() {
     let pod = web_pod();
     let mut world = world(accepting).with_pods(std::slice::from_ref(&pod));
-    world.reconcile(&pod).await.unwrap();
-    world.observe_applied();
-    world.forget_requests();
+    world.settle(std::slice::from_ref(&pod)).await;
 
     world.reconcile(&pod).await.unwrap();
     world.reconcile(&pod).await.unwrap();
+    assert_eq!(world.resync_accounts().await, 1);
 
     assert!(world.requests().is_empty(), "{:?}", world.requests());
 }
@@ -221,9 +116,7 @@ async fn in_steady_state_a_reconcile_makes_no_request_at_all() {
 async fn a_user_edit_of_a_field_we_own_is_set_back() {
     let pod = web_pod();
     let mut world = world(accepting).with_pods(std::slice::from_ref(&pod));
-    world.reconcile(&pod).await.unwrap();
-    world.observe_applied();
-    world.forget_requests();
+    world.settle(std::slice::from_ref(&pod)).await;
     let mut edited = web_role();
     if let Some(rules) = edited.rules.as_mut() {
         rules[0].verbs.push("delete".to_owned());
@@ -232,15 +125,12 @@ async fn a_user_edit_of_a_field_we_own_is_set_back() {
         .roles
         .apply_watcher_event(&watcher::Event::Apply(edited));
 
-    world.reconcile(&pod).await.unwrap();
+    // The Role's watch event brings its ServiceAccount up for a sync.
+    world.resync_accounts().await;
 
     let writes = world.writes();
     assert_eq!(writes.len(), 1);
-    assert!(
-        writes[0]
-            .path
-            .ends_with("/roles/web-7d9f8c6b5d-x2x7q-healthbridge")
-    );
+    assert!(writes[0].path.ends_with("/roles/web-healthbridge-agent"));
     assert_eq!(
         writes[0].body["rules"][0]["verbs"],
         serde_json::json!(["get", "list", "watch"])
@@ -249,16 +139,16 @@ async fn a_user_edit_of_a_field_we_own_is_set_back() {
 
 /// The Role the controller applies for [`web_pod`].
 fn web_role() -> Role {
-    desired_role(&pod_identity(&web_pod()).unwrap())
+    desired_agent_rbac("shop", "web", ["web-7d9f8c6b5d-x2x7q"])
+        .remove(0)
+        .role
 }
 
 #[tokio::test]
 async fn a_new_pinned_node_port_is_applied_to_the_existing_service() {
     let pod = web_pod();
     let mut world = world(accepting).with_pods(std::slice::from_ref(&pod));
-    world.reconcile(&pod).await.unwrap();
-    world.observe_applied();
-    world.forget_requests();
+    world.settle(std::slice::from_ref(&pod)).await;
     let mut pinned = pod.clone();
     pinned
         .metadata
@@ -267,7 +157,7 @@ async fn a_new_pinned_node_port_is_applied_to_the_existing_service() {
         .insert(keys::NODE_PORT.to_owned(), "31500".to_owned());
     world
         .pods
-        .apply_watcher_event(&watcher::Event::Apply(pinned.clone()));
+        .apply_watcher_event(&watcher::Event::Apply(CachedPod::from(&pinned)));
 
     world.reconcile(&pinned).await.unwrap();
 
@@ -324,7 +214,7 @@ async fn a_node_port_conflict_is_reported_on_the_pod_and_the_deployment_and_retr
             .all(|event| event["type"] == "Warning" && event["reason"] == "NodePortConflict")
     );
     assert_eq!(
-        error_policy(Arc::new(pod), &error, world.ctx.clone()),
+        error_policy(Arc::new(CachedPod::from(&pod)), &error, world.ctx.clone()),
         Action::requeue(SLOW_RETRY)
     );
 }
@@ -343,6 +233,9 @@ async fn a_forbidden_write_names_the_missing_permission() {
         accepting(request)
     })
     .with_pods(std::slice::from_ref(&pod));
+    world.reconcile(&pod).await.unwrap();
+    world.sync().await;
+    world.forget_requests();
 
     let error = world.reconcile(&pod).await.unwrap_err();
 
@@ -354,7 +247,7 @@ async fn a_forbidden_write_names_the_missing_permission() {
     assert_eq!(events.len(), 1);
     assert_eq!(events[0]["reason"], "Forbidden");
     assert_eq!(
-        error_policy(Arc::new(pod), &error, world.ctx.clone()),
+        error_policy(Arc::new(CachedPod::from(&pod)), &error, world.ctx.clone()),
         Action::requeue(SLOW_RETRY)
     );
 }
@@ -369,12 +262,14 @@ async fn a_conflict_backs_off_exponentially_and_resets_on_success() {
         accepting(request)
     })
     .with_pods(std::slice::from_ref(&pod));
+    world.reconcile(&pod).await.unwrap();
+    world.sync().await;
 
     let error = world.reconcile(&pod).await.unwrap_err();
-    assert!(matches!(error, ReconcileError::Api { .. }));
+    assert!(matches!(error.root(), ReconcileError::Api { .. }));
 
     let delays: Vec<Action> = (0..3)
-        .map(|_| error_policy(Arc::new(pod.clone()), &error, world.ctx.clone()))
+        .map(|_| error_policy(Arc::new(CachedPod::from(&pod)), &error, world.ctx.clone()))
         .collect();
     assert_eq!(
         delays,
@@ -437,6 +332,7 @@ async fn a_bad_annotation_keeps_the_rbac_and_says_what_to_fix() {
     let world = world(accepting).with_pods(std::slice::from_ref(&pod));
 
     world.reconcile(&pod).await.unwrap();
+    world.sync().await;
 
     assert_eq!(world.writes().len(), 2, "Role and RoleBinding only");
     let events = world.events();
@@ -592,9 +488,7 @@ async fn checkout_world(
     respond: impl Fn(&Recorded) -> (StatusCode, Value) + Send + Sync + 'static,
 ) -> World {
     let mut world = world(respond).with_pods(&[checkout_pod()]);
-    world.reconcile(&checkout_pod()).await.unwrap();
-    world.observe_applied();
-    world.forget_requests();
+    world.settle(&[checkout_pod()]).await;
     world
 }
 
@@ -705,7 +599,11 @@ async fn another_workloads_pod_claiming_the_group_leaves_its_service_unchanged()
         "group \"checkout\" belongs to Deployment checkout (its Service shop/checkout-healthbridge), and this pod belongs to Deployment evil: a pod joins a group only with the group's owner, so the Service stays as it is; set healthbridge.io/service to a group of this pod's own"
     );
     assert_eq!(
-        error_policy(Arc::new(claimant), &error, world.ctx.clone()),
+        error_policy(
+            Arc::new(CachedPod::from(&claimant)),
+            &error,
+            world.ctx.clone()
+        ),
         Action::requeue(SLOW_RETRY)
     );
     let regarding: Vec<(String, String)> = world
@@ -842,39 +740,37 @@ async fn a_service_healthbridge_does_not_manage_is_never_applied_over() {
 #[tokio::test]
 async fn a_role_healthbridge_does_not_manage_is_never_applied_over() {
     let pod = web_pod();
-    let world = world(with_unmanaged("web-7d9f8c6b5d-x2x7q-healthbridge"))
-        .with_pods(std::slice::from_ref(&pod));
+    let world =
+        world(with_unmanaged("web-healthbridge-agent")).with_pods(std::slice::from_ref(&pod));
+    world.reconcile(&pod).await.unwrap();
+    world.sync().await;
 
     let error = world.reconcile(&pod).await.unwrap_err();
 
-    assert!(world.writes().is_empty(), "{:?}", world.writes());
+    let rbac_writes: Vec<Recorded> = world
+        .writes()
+        .into_iter()
+        .filter(|request| request.path.contains("/rbac.authorization.k8s.io/"))
+        .collect();
+    assert!(rbac_writes.is_empty(), "{rbac_writes:?}");
     assert!(
         error.to_string().starts_with(
-            "Role shop/web-7d9f8c6b5d-x2x7q-healthbridge exists and is not managed by healthbridge"
+            "Role shop/web-healthbridge-agent exists and is not managed by healthbridge"
         ),
         "{error}"
     );
-}
-
-#[tokio::test]
-async fn a_pod_recreated_under_its_name_takes_over_its_predecessors_role() {
-    let pod = web_pod();
-    let mut world = world(accepting).with_pods(std::slice::from_ref(&pod));
-    let mut predecessor = web_role();
-    if let Some(owners) = predecessor.metadata.owner_references.as_mut() {
-        owners[0].uid = "uid-of-the-deleted-pod".to_owned();
-    }
-    world
-        .roles
-        .apply_watcher_event(&watcher::Event::Apply(predecessor));
-
-    world.reconcile(&pod).await.unwrap();
-
-    assert!(world.writes().iter().any(|request| {
-        request
-            .path
-            .ends_with("/roles/web-7d9f8c6b5d-x2x7q-healthbridge")
-    }));
+    let told: Vec<(Value, Value)> = world
+        .events()
+        .iter()
+        .map(|event| (event["reason"].clone(), event["regarding"]["kind"].clone()))
+        .collect();
+    assert_eq!(
+        told,
+        [
+            ("NameConflict".into(), "Pod".into()),
+            ("NameConflict".into(), "Role".into())
+        ]
+    );
 }
 
 #[tokio::test]

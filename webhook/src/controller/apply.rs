@@ -11,6 +11,7 @@ use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::cached::CachedPod;
 use super::claim::{holder, may_apply};
 use super::context::{APPLIED_MEMO, Applied, Context};
 use super::desired::{PodIdentity, ServiceSettings, needs_apply, pod_label_value};
@@ -195,7 +196,7 @@ fn node_port_of(service: &Service) -> Option<i32> {
 /// Puts the per-pod label that a `service-scope: pod` Service selects, unless it is there already.
 pub(super) async fn ensure_pod_label(
     ctx: &Context,
-    pod: &Pod,
+    pod: &CachedPod,
     identity: &PodIdentity,
 ) -> Result<bool, ReconcileError> {
     let value = pod_label_value(&identity.name);

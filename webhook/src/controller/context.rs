@@ -5,15 +5,17 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::ResourceExt;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 
+use super::cached::{CachedPod, PodView};
 use super::desired::{NodePortRange, is_uninjected};
 use super::group_index::GroupIndex;
+use super::rbac::AgentAccounts;
 use crate::config::SYSTEM_NAMESPACES;
 use crate::keys;
 use crate::trust::AgentImages;
@@ -21,7 +23,7 @@ use crate::trust::AgentImages;
 /// Everything a reconcile needs: the client, the caches of observed objects and the event recorder.
 pub struct Context {
     pub client: kube::Client,
-    pub pods: Store<Pod>,
+    pub pods: Store<CachedPod>,
     pub roles: Store<Role>,
     pub role_bindings: Store<RoleBinding>,
     pub services: Store<Service>,
@@ -32,9 +34,11 @@ pub struct Context {
     /// ReplicaSet UID → its workload: a ReplicaSet's controller never changes, so it is fetched once.
     pub(super) replica_set_owners: Mutex<HashMap<String, OwnerReference>>,
     /// Consecutive failures per pod, for the backoff of the error policy.
-    pub(super) failures: Mutex<HashMap<ObjectRef<Pod>, u32>>,
+    pub(super) failures: Mutex<HashMap<ObjectRef<CachedPod>, u32>>,
     /// Pods already warned about as uninjected, so each gets one Event, not one per change.
     pub(super) warned_uninjected: Mutex<HashSet<String>>,
+    /// The pods seen opted in without the marker, from a metadata-only watch of every pod.
+    pub uninjected: super::uninjected::Uninjected,
     /// Namespaces the webhook never injects: an opted-in pod there is not "uninjected", it is excluded.
     pub(super) never_injected: HashSet<String>,
     /// Per Service: a lock so that pods of one group do not apply it concurrently, and what was last applied.
@@ -42,6 +46,12 @@ pub struct Context {
     /// The pods of each group, fed from the same events as `pods`; without it (a store fed directly) a group is
     /// found by scanning every pod.
     pub(super) group_index: Option<Arc<GroupIndex>>,
+    /// The pods of each (namespace, ServiceAccount), like `group_index`.
+    pub(super) account_index: Option<Arc<GroupIndex>>,
+    /// The agents' Roles waiting to be synced, coalesced per ServiceAccount.
+    pub accounts: AgentAccounts,
+    /// Pods whose Role was not in place yet: their first reconcile that finds it tells them `Ready`.
+    pub(super) awaiting_rbac: Mutex<HashSet<String>>,
 }
 
 /// A Service as the API server returned it from our apply, and when.
@@ -74,9 +84,44 @@ impl Context {
             replica_set_owners: Mutex::default(),
             failures: Mutex::default(),
             warned_uninjected: Mutex::default(),
+            uninjected: super::uninjected::Uninjected::default(),
             never_injected: SYSTEM_NAMESPACES.map(str::to_owned).into(),
             service_slots: Mutex::default(),
             group_index: None,
+            account_index: None,
+            accounts: AgentAccounts::default(),
+            awaiting_rbac: Mutex::default(),
+        }
+    }
+
+    /// Finds a ServiceAccount's pods through `index` (see [`GroupIndex::by_service_account`]).
+    #[must_use]
+    pub fn with_account_index(mut self, index: Arc<GroupIndex>) -> Self {
+        self.account_index = Some(index);
+        self
+    }
+
+    /// Syncs the agents' Roles through `accounts` (which may requeue waiting pods).
+    #[must_use]
+    pub fn with_accounts(mut self, accounts: AgentAccounts) -> Self {
+        self.accounts = accounts;
+        self
+    }
+
+    /// The cached pods of `service_account` in `namespace`: O(their number) with the index, O(pods) without.
+    pub fn pods_of_account(&self, namespace: &str, service_account: &str) -> Vec<Arc<CachedPod>> {
+        let of_account = |pod: &CachedPod| {
+            pod.namespace().as_deref() == Some(namespace)
+                && pod.service_account_name().unwrap_or("default") == service_account
+        };
+        match &self.account_index {
+            Some(index) => index
+                .members(namespace, service_account)
+                .iter()
+                .filter_map(|reference| self.pods.get(reference))
+                .filter(|pod| of_account(pod))
+                .collect(),
+            None => self.pods.state_filter(|pod| of_account(pod)),
         }
     }
 
@@ -88,9 +133,9 @@ impl Context {
     }
 
     /// The cached pods labelled with `group` in `namespace`: O(group size) with the index, O(pods) without.
-    pub fn pods_in_group(&self, namespace: &str, group: &str) -> Vec<Arc<Pod>> {
+    pub fn pods_in_group(&self, namespace: &str, group: &str) -> Vec<Arc<CachedPod>> {
         // The store is the truth: an index entry is only a candidate, checked against the cached pod.
-        let in_group = |pod: &Pod| {
+        let in_group = |pod: &CachedPod| {
             pod.namespace().as_deref() == Some(namespace)
                 && pod.labels().get(keys::GROUP_LABEL).map(String::as_str) == Some(group)
         };
@@ -130,22 +175,26 @@ impl Context {
     }
 
     /// True for pods of a namespace the webhook never injects: a marker there was not written by the webhook.
-    pub(super) fn never_injects(&self, pod: &Pod) -> bool {
-        pod.namespace()
-            .is_some_and(|namespace| self.never_injected.contains(&namespace))
+    pub(super) fn never_injects(&self, pod: &impl kube::Resource) -> bool {
+        pod.meta()
+            .namespace
+            .as_ref()
+            .is_some_and(|namespace| self.never_injected.contains(namespace))
     }
 
-    pub(super) fn missed_by_webhook(&self, pod: &Pod) -> bool {
+    pub(super) fn missed_by_webhook(&self, pod: &impl kube::Resource) -> bool {
         is_uninjected(pod)
             && pod
-                .namespace()
-                .is_none_or(|namespace| !self.never_injected.contains(&namespace))
+                .meta()
+                .namespace
+                .as_ref()
+                .is_none_or(|namespace| !self.never_injected.contains(namespace))
     }
 }
 
 /// The caches the reconciler compares against.
 pub struct Stores {
-    pub pods: Store<Pod>,
+    pub pods: Store<CachedPod>,
     pub roles: Store<Role>,
     pub role_bindings: Store<RoleBinding>,
     pub services: Store<Service>,

@@ -7,13 +7,15 @@ use healthbridge_contract::service::{
     ServiceValueError, parse_node_port, parse_scope, parse_traffic_policy,
 };
 use healthbridge_contract::value::parse_port;
-use k8s_openapi::api::core::v1::{Pod, Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::Resource;
 use serde_json::Value;
 
-use super::names::{object_name, pod_service_name, short_hash};
+use super::cached::PodView;
+use super::names::{agent_rbac_name, object_name, pod_service_name, short_hash};
 use crate::keys;
 
 /// The agent's port when neither its container nor `healthbridge.io/port` says otherwise.
@@ -22,20 +24,20 @@ pub use crate::config::DEFAULT_AGENT_PORT;
 pub const SERVICE_PORT_NAME: &str = "health";
 
 /// True when the webhook injected the agent (marker annotation present).
-pub fn is_injected(pod: &Pod) -> bool {
+pub fn is_injected(pod: &impl Resource) -> bool {
     annotation(pod, keys::STATUS) == Some(keys::STATUS_INJECTED)
 }
 
 /// True when the pod asked for the agent by annotation but the webhook did not inject it
 /// (the webhook was down and `failurePolicy: Ignore` let the pod through).
-pub fn is_uninjected(pod: &Pod) -> bool {
+pub fn is_uninjected(pod: &impl Resource) -> bool {
     annotation(pod, keys::INJECT) == Some("true")
         && !is_injected(pod)
-        && pod.metadata.deletion_timestamp.is_none()
+        && pod.meta().deletion_timestamp.is_none()
 }
 
-fn annotation<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
-    pod.metadata
+fn annotation<'a>(pod: &'a impl Resource, key: &str) -> Option<&'a str> {
+    pod.meta()
         .annotations
         .as_ref()?
         .get(key)
@@ -59,8 +61,8 @@ pub enum IdentityError {
 }
 
 /// The pod's name, namespace, UID and ServiceAccount (`default` when unset, as the API server defaults it).
-pub fn pod_identity(pod: &Pod) -> Result<PodIdentity, IdentityError> {
-    let meta = &pod.metadata;
+pub fn pod_identity(pod: &impl PodView) -> Result<PodIdentity, IdentityError> {
+    let meta = pod.meta();
     Ok(PodIdentity {
         name: meta.name.clone().ok_or(IdentityError::Missing("name"))?,
         namespace: meta
@@ -69,11 +71,10 @@ pub fn pod_identity(pod: &Pod) -> Result<PodIdentity, IdentityError> {
             .ok_or(IdentityError::Missing("namespace"))?,
         uid: meta.uid.clone().ok_or(IdentityError::Missing("uid"))?,
         service_account: pod
-            .spec
-            .as_ref()
-            .and_then(|spec| spec.service_account_name.clone())
+            .service_account_name()
             .filter(|name| !name.is_empty())
-            .unwrap_or_else(|| "default".to_owned()),
+            .unwrap_or("default")
+            .to_owned(),
     })
 }
 
@@ -100,49 +101,82 @@ pub fn pod_owner_reference(pod: &PodIdentity) -> OwnerReference {
     }
 }
 
-/// The Role letting the agent read its own pod and nothing else. `list`/`watch` are authorised for a single
-/// name because the agent lists and watches with the field selector `metadata.name=<pod>`.
-pub fn desired_role(pod: &PodIdentity) -> Role {
-    Role {
-        metadata: ObjectMeta {
-            name: Some(object_name(&pod.name)),
-            namespace: Some(pod.namespace.clone()),
-            labels: Some(managed_labels([])),
-            owner_references: Some(vec![pod_owner_reference(pod)]),
-            ..ObjectMeta::default()
-        },
-        rules: Some(vec![PolicyRule {
-            api_groups: Some(vec![String::new()]),
-            resources: Some(vec!["pods".to_owned()]),
-            resource_names: Some(vec![pod.name.clone()]),
-            verbs: vec!["get".to_owned(), "list".to_owned(), "watch".to_owned()],
-            ..PolicyRule::default()
-        }]),
-    }
+/// Annotation naming the ServiceAccount an agent Role or RoleBinding is for (what housekeeping groups them by).
+pub const SERVICE_ACCOUNT_ANNOTATION: &str = "healthbridge.io/service-account";
+
+/// Pod names per agent Role. Pod names are at most 253 characters, so a full Role stays near 1 MB, under etcd's
+/// default request limit of 1.5 MiB (`--max-request-bytes`); more pods of one ServiceAccount get more Roles.
+pub const MAX_NAMES_PER_ROLE: usize = 4_000;
+
+/// One agent Role and the RoleBinding of it to the ServiceAccount.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentRbac {
+    pub role: Role,
+    pub binding: RoleBinding,
 }
 
-/// The RoleBinding of [`desired_role`] to the pod's ServiceAccount.
-pub fn desired_role_binding(pod: &PodIdentity) -> RoleBinding {
-    let name = object_name(&pod.name);
-    RoleBinding {
-        metadata: ObjectMeta {
-            name: Some(name.clone()),
-            namespace: Some(pod.namespace.clone()),
-            labels: Some(managed_labels([])),
-            owner_references: Some(vec![pod_owner_reference(pod)]),
-            ..ObjectMeta::default()
-        },
-        role_ref: RoleRef {
-            api_group: "rbac.authorization.k8s.io".to_owned(),
-            kind: "Role".to_owned(),
-            name,
-        },
-        subjects: Some(vec![Subject {
-            kind: "ServiceAccount".to_owned(),
-            name: pod.service_account.clone(),
-            namespace: Some(pod.namespace.clone()),
-            api_group: None,
-        }]),
+/// The Roles letting the agents of `service_account` in `namespace` read their pods (`get`, `list`, `watch` on
+/// exactly these names), each bound to that ServiceAccount only. Names are sorted and cut into chunks of
+/// [`MAX_NAMES_PER_ROLE`] (`<sa>-healthbridge-agent`, `-agent-1`, …), so the same pods always give the same objects.
+/// `list`/`watch` are authorised by name because the agent lists and watches with `metadata.name=<pod>`.
+/// No owner: no single pod owns them; the controller deletes them after their last pod.
+pub fn desired_agent_rbac<'a>(
+    namespace: &str,
+    service_account: &str,
+    pod_names: impl IntoIterator<Item = &'a str>,
+) -> Vec<AgentRbac> {
+    let names: std::collections::BTreeSet<&str> = pod_names.into_iter().collect();
+    let names: Vec<&str> = names.into_iter().collect();
+    names
+        .chunks(MAX_NAMES_PER_ROLE)
+        .enumerate()
+        .map(|(chunk, names)| {
+            let name = agent_rbac_name(service_account, chunk);
+            let metadata = ObjectMeta {
+                name: Some(name.clone()),
+                namespace: Some(namespace.to_owned()),
+                labels: Some(managed_labels([])),
+                annotations: Some(BTreeMap::from([(
+                    SERVICE_ACCOUNT_ANNOTATION.to_owned(),
+                    service_account.to_owned(),
+                )])),
+                ..ObjectMeta::default()
+            };
+            AgentRbac {
+                role: Role {
+                    metadata: metadata.clone(),
+                    rules: Some(vec![PolicyRule {
+                        api_groups: Some(vec![String::new()]),
+                        resources: Some(vec!["pods".to_owned()]),
+                        resource_names: Some(names.iter().map(|name| (*name).to_owned()).collect()),
+                        verbs: vec!["get".to_owned(), "list".to_owned(), "watch".to_owned()],
+                        ..PolicyRule::default()
+                    }]),
+                },
+                binding: RoleBinding {
+                    metadata,
+                    role_ref: RoleRef {
+                        api_group: "rbac.authorization.k8s.io".to_owned(),
+                        kind: "Role".to_owned(),
+                        name,
+                    },
+                    subjects: Some(vec![Subject {
+                        kind: "ServiceAccount".to_owned(),
+                        name: service_account.to_owned(),
+                        namespace: Some(namespace.to_owned()),
+                        api_group: None,
+                    }]),
+                },
+            }
+        })
+        .collect()
+}
+
+/// The pod names an agent Role grants (empty for any other Role).
+pub fn granted_pods(role: &Role) -> &[String] {
+    match role.rules.as_deref() {
+        Some([rule]) => rule.resource_names.as_deref().unwrap_or_default(),
+        _ => &[],
     }
 }
 
@@ -194,8 +228,11 @@ impl SettingsError {
 
 /// Reads the Service annotations; the port comes from the injected agent container first (the truth), then
 /// `healthbridge.io/port`, then the default.
-pub fn service_settings(pod: &Pod, range: NodePortRange) -> Result<ServiceSettings, SettingsError> {
-    let port = match agent_container_port(pod) {
+pub fn service_settings(
+    pod: &impl PodView,
+    range: NodePortRange,
+) -> Result<ServiceSettings, SettingsError> {
+    let port = match pod.agent_facts().declared_port {
         Some(port) => port,
         None => match annotation(pod, keys::PORT) {
             Some(value) => parse_port(value).map_err(|why| SettingsError::Port {
@@ -237,18 +274,6 @@ pub fn service_settings(pod: &Pod, range: NodePortRange) -> Result<ServiceSettin
         traffic_policy,
         scope,
     })
-}
-
-/// The port the injected agent container declares (in `containers` or, as a native sidecar, `initContainers`).
-fn agent_container_port(pod: &Pod) -> Option<u16> {
-    let spec = pod.spec.as_ref()?;
-    let agent = spec
-        .containers
-        .iter()
-        .chain(spec.init_containers.iter().flatten())
-        .find(|container| container.name == keys::AGENT_CONTAINER)?;
-    let port = agent.ports.as_ref()?.first()?.container_port;
-    u16::try_from(port).ok().filter(|port| *port != 0)
 }
 
 /// Value of the per-pod label `healthbridge.io/pod`: the pod name, shortened with a hash when longer than a label value may be.
@@ -335,7 +360,7 @@ pub enum TargetError {
 /// The Service for a pod: per group (owned by the workload, or by nobody and then garbage-collected by the
 /// controller) or, with `service-scope: pod`, per pod (owned by the pod, selecting the per-pod label).
 pub fn service_target(
-    pod: &Pod,
+    pod: &impl Resource,
     identity: &PodIdentity,
     scope: ServiceScope,
     workload: Option<OwnerReference>,
@@ -354,7 +379,7 @@ pub fn service_target(
         }
         ServiceScope::Group => {
             let group = pod
-                .metadata
+                .meta()
                 .labels
                 .as_ref()
                 .and_then(|labels| labels.get(keys::GROUP_LABEL))

@@ -2,7 +2,7 @@
 
 use std::sync::PoisonError;
 
-use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
@@ -11,7 +11,7 @@ use super::context::Context;
 use super::desired::{self, PodIdentity, ServiceSettings};
 use crate::keys;
 
-pub(super) async fn warn_uninjected(pod: &Pod, ctx: &Context) {
+pub(super) async fn warn_uninjected(pod: &impl Resource<DynamicType = ()>, ctx: &Context) {
     let uid = pod.uid().unwrap_or_default();
     let first = ctx
         .warned_uninjected
@@ -31,6 +31,7 @@ pub(super) async fn warn_uninjected(pod: &Pod, ctx: &Context) {
 
 pub(super) fn ready_note(
     identity: &PodIdentity,
+    role: &str,
     service: &str,
     node_port: Option<i32>,
     settings: &ServiceSettings,
@@ -44,9 +45,8 @@ pub(super) fn ready_note(
         desired::TrafficPolicy::Cluster => "Cluster",
     };
     format!(
-        "ServiceAccount {} may read this pod only (Role/RoleBinding {}); Service {service} serves the health check on {port} (externalTrafficPolicy {policy})",
-        identity.service_account,
-        super::names::object_name(&identity.name)
+        "ServiceAccount {} may read this pod and the other injected pods running as it in this namespace (Role/RoleBinding {}); Service {service} serves the health check on {port} (externalTrafficPolicy {policy})",
+        identity.service_account, role
     )
 }
 

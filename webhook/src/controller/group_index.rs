@@ -1,14 +1,15 @@
-//! Pods by (namespace, `healthbridge.io/group` label), kept from the pod reflector's events, so a group's pods are
-//! found in O(group size) instead of by scanning every cached pod.
+//! Pods by (namespace, `healthbridge.io/group` label) or by (namespace, ServiceAccount), kept from the pod
+//! reflector's events, so a group's or a ServiceAccount's pods are found in O(their number) instead of by scanning
+//! every cached pod.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{PoisonError, RwLock};
 
-use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher::Event;
 
+use super::cached::{CachedPod as Pod, PodView};
 use crate::keys;
 
 /// A group: its namespace and label value.
@@ -20,12 +21,21 @@ struct Groups {
     group_of: HashMap<ObjectRef<Pod>, GroupKey>,
 }
 
+/// What a pod is indexed by, besides its namespace.
+pub type IndexKey = fn(&Pod) -> Option<String>;
+
+fn group_label(pod: &Pod) -> Option<String> {
+    pod.labels().get(keys::GROUP_LABEL).cloned()
+}
+
+fn service_account(pod: &Pod) -> Option<String> {
+    Some(pod.service_account_name().unwrap_or("default").to_owned())
+}
+
 impl Groups {
-    fn insert(&mut self, pod: &Pod) {
+    fn insert(&mut self, pod: &Pod, key: IndexKey) {
         let reference = ObjectRef::from_obj(pod);
-        let group = pod
-            .namespace()
-            .zip(pod.labels().get(keys::GROUP_LABEL).cloned());
+        let group = pod.namespace().zip(key(pod));
         if self.group_of.get(&reference) == group.as_ref() {
             return;
         }
@@ -54,9 +64,20 @@ impl Groups {
 
 /// The index, applied the same watcher events as the pod store and with the same relist semantics: a relist
 /// (Init … InitDone) builds a fresh index that replaces the old one at InitDone, as the store does.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct GroupIndex {
     state: RwLock<State>,
+    key: IndexKey,
+}
+
+impl Default for GroupIndex {
+    /// By the `healthbridge.io/group` label.
+    fn default() -> Self {
+        Self {
+            state: RwLock::default(),
+            key: group_label,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -66,14 +87,25 @@ struct State {
 }
 
 impl GroupIndex {
+    /// By ServiceAccount (`default` when unset, as the API server defaults it).
+    pub fn by_service_account() -> Self {
+        Self {
+            state: RwLock::default(),
+            key: service_account,
+        }
+    }
+
     /// Follows one event of the pod watcher.
     pub fn apply_watcher_event(&self, event: &Event<Pod>) {
         let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
         match event {
-            Event::Apply(pod) => state.current.insert(pod),
+            Event::Apply(pod) => state.current.insert(pod, self.key),
             Event::Delete(pod) => state.current.remove(&ObjectRef::from_obj(pod)),
             Event::Init => state.relisting = Some(Groups::default()),
-            Event::InitApply(pod) => state.relisting.get_or_insert_default().insert(pod),
+            Event::InitApply(pod) => state
+                .relisting
+                .get_or_insert_default()
+                .insert(pod, self.key),
             Event::InitDone => state.current = state.relisting.take().unwrap_or_default(),
         }
     }

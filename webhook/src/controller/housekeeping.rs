@@ -7,11 +7,11 @@ use k8s_openapi::api::core::v1::Service;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Preconditions};
 
+use super::cached::PodView;
 use super::context::Context;
 use super::desired::is_injected;
 use super::metrics::{Kind, Verb, metrics};
 use crate::keys;
-use crate::trust::verify_agent;
 use healthbridge_contract::service::shares_group_service;
 
 /// Deletes group Services that no pod needs any more and no workload owns (pods without a workload: bare
@@ -30,7 +30,7 @@ pub async fn collect_garbage(ctx: &Context) -> usize {
             pod.namespace().as_deref() == Some(namespace.as_str())
                 && pod.labels().get(keys::GROUP_LABEL) == Some(group)
                 && is_injected(pod)
-                && verify_agent(pod, &ctx.agent_images).is_ok()
+                && pod.verify_agent(&ctx.agent_images).is_ok()
                 && shares_group_service(
                     pod.annotations()
                         .get(keys::SERVICE_SCOPE)
@@ -77,19 +77,22 @@ pub fn update_gauges(ctx: &Context) {
     managed(Kind::Role).set(gauge_value(ctx.roles.len()));
     managed(Kind::RoleBinding).set(gauge_value(ctx.role_bindings.len()));
     managed(Kind::Service).set(gauge_value(ctx.services.len()));
-    let uninjected = ctx
-        .pods
-        .state_filter(|pod| ctx.missed_by_webhook(pod))
-        .len();
-    metrics.uninjected_pods.set(gauge_value(uninjected));
-    // Forget warned pods that are gone, so the set stays as small as the cluster.
+    metrics
+        .uninjected_pods
+        .set(gauge_value(ctx.uninjected.len()));
+    // Forget warned pods that are no longer uninjected (gone), so the set stays as small as they are.
+    ctx.warned_uninjected
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .retain(|uid| ctx.uninjected.contains(uid));
+    // And pods awaiting their Role that are gone.
     let live: HashSet<String> = ctx
         .pods
         .state()
         .iter()
         .filter_map(|pod| pod.uid())
         .collect();
-    ctx.warned_uninjected
+    ctx.awaiting_rbac
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .retain(|uid| live.contains(uid));

@@ -1,6 +1,7 @@
-//! The controller: per-pod least-privilege RBAC and per-group NodePort Services for injected pods.
+//! The controller: least-privilege RBAC per ServiceAccount and per-group NodePort Services for injected pods.
 
 pub mod apply;
+pub mod cached;
 pub mod claim;
 pub mod context;
 pub mod desired;
@@ -11,7 +12,9 @@ pub mod leader;
 pub mod metrics;
 pub mod names;
 pub mod owner;
+pub mod rbac;
 pub mod reconcile;
+pub mod uninjected;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +24,7 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::Api;
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -28,6 +32,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
+use self::cached::{CachedPod, PodView};
 use self::context::{Context, Stores};
 pub use self::desired::NodePortRange;
 use self::group_index::GroupIndex;
@@ -143,8 +148,13 @@ fn managed_selector() -> watcher::Config {
     watcher::Config::default().labels(&format!("{}={}", keys::MANAGED_BY_LABEL, keys::MANAGED_BY))
 }
 
-/// Starts a reflector for managed objects of one kind; its task ends with `stop`.
-fn managed_store<K>(client: &kube::Client, stop: &CancellationToken) -> Store<K>
+/// Starts a reflector for managed objects of one kind, managedFields dropped before they are cached; `seen`
+/// hears of every object it delivers; its task ends with `stop`.
+fn managed_store<K>(
+    client: &kube::Client,
+    stop: &CancellationToken,
+    seen: impl Fn(&K) + Send + 'static,
+) -> Store<K>
 where
     K: Resource<DynamicType = ()>
         + Clone
@@ -155,13 +165,22 @@ where
         + 'static,
 {
     let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(Api::<K>::all(client.clone()), managed_selector()))
+    let objects = watcher(Api::<K>::all(client.clone()), managed_selector())
         .default_backoff()
-        .for_each(|event| async move {
-            if let Err(err) = event {
-                tracing::warn!(kind = %K::kind(&()), error = %err, "watch of managed objects failed; retrying");
+        .modify(|object| object.meta_mut().managed_fields = None)
+        .inspect_ok(move |event| {
+            if let watcher::Event::Apply(object)
+            | watcher::Event::InitApply(object)
+            | watcher::Event::Delete(object) = event
+            {
+                seen(object);
             }
         });
+    let stream = reflector::reflector(writer, objects).for_each(|event| async move {
+        if let Err(err) = event {
+            tracing::warn!(kind = %K::kind(&()), error = %err, "watch of managed objects failed; retrying");
+        }
+    });
     let stop = stop.clone();
     tokio::spawn(async move {
         tokio::select! {
@@ -180,33 +199,66 @@ pub async fn run_leading(
     identity: String,
     leading: CancellationToken,
 ) {
-    let roles = managed_store::<Role>(&client, &leading);
-    let role_bindings = managed_store::<RoleBinding>(&client, &leading);
-    let services = managed_store::<Service>(&client, &leading);
+    // A change to an agent Role or RoleBinding (ours, or a user's edit) brings its ServiceAccount up for a sync.
+    let (requeue, requeued) = futures::channel::mpsc::unbounded();
+    let accounts = Arc::new(std::sync::OnceLock::<Arc<Context>>::new());
+    let mark = |accounts: &Arc<std::sync::OnceLock<Arc<Context>>>| {
+        let accounts = accounts.clone();
+        move |meta: &kube::api::ObjectMeta| {
+            if let (Some(ctx), Some(account)) = (accounts.get(), rbac::account_annotated(meta)) {
+                ctx.accounts.mark(account);
+            }
+        }
+    };
+    let roles = {
+        let mark = mark(&accounts);
+        managed_store::<Role>(&client, &leading, move |role| mark(&role.metadata))
+    };
+    let role_bindings = {
+        let mark = mark(&accounts);
+        managed_store::<RoleBinding>(&client, &leading, move |binding| mark(&binding.metadata))
+    };
+    let services = managed_store::<Service>(&client, &leading, |_| {});
 
-    // Every pod, not only injected ones: an opted-in pod without the marker must be seen to be reported, and a
-    // label selector cannot see annotations.
-    // What Controller::new does, plus the group index fed from the same events right after the store, so that a
-    // reconcile (which runs after its event has passed) finds a group's pods without scanning every pod.
+    // Only pods the webhook injected carry its group label: the API server filters, and each pod is stripped to
+    // what reconcile reads as it is decoded (see `cached`). Opted-in pods the webhook missed are found by the
+    // metadata-only watch below.
+    // What Controller::new does, plus the group and ServiceAccount indexes fed from the same events right after the
+    // store, so that a reconcile (which runs after its event has passed) finds a group's or an account's pods
+    // without scanning every pod.
     let (pods, writer) = reflector::store();
     let group_index = Arc::new(GroupIndex::default());
+    let account_index = Arc::new(GroupIndex::by_service_account());
     let pod_events = {
         let group_index = group_index.clone();
+        let account_index = account_index.clone();
+        let accounts = accounts.clone();
         reflector::reflector(
             writer,
             watcher(
-                Api::<Pod>::all(client.clone()),
-                watcher::Config::default().any_semantic(),
-            ),
+                Api::<CachedPod>::all(client.clone()),
+                // Paginated lists (500 a page), not `any_semantic`: an API server answers resourceVersion=0 from its
+                // watch cache in one piece, whatever the limit, and that peak is what bounds our memory.
+                watcher::Config::default().labels(keys::GROUP_LABEL),
+            )
+            .default_backoff(),
         )
-        .inspect_ok(move |event| group_index.apply_watcher_event(event))
+        .inspect_ok(move |event| {
+            group_index.apply_watcher_event(event);
+            account_index.apply_watcher_event(event);
+            // A pod gone (or no longer labelled) leaves its account's Role.
+            if let (watcher::Event::Delete(pod), Some(ctx)) = (event, accounts.get()) {
+                let namespace = pod.namespace().unwrap_or_default();
+                let account = pod.service_account_name().unwrap_or("default").to_owned();
+                ctx.accounts.mark((namespace, account));
+            }
+        })
         .applied_objects()
     };
     let service_pods = (pods.clone(), group_index.clone());
     let controller = Controller::for_stream(pod_events, pods.clone())
         .with_config(ControllerConfig::default().concurrency(args.concurrency))
-        .owns(Api::<Role>::all(client.clone()), managed_selector())
-        .owns(Api::<RoleBinding>::all(client.clone()), managed_selector())
+        .reconcile_on(requeued)
         .watches(
             Api::<Service>::all(client.clone()),
             managed_selector(),
@@ -242,10 +294,39 @@ pub async fn run_leading(
         services,
     };
     let ctx = Arc::new(
-        Context::new(client, stores, recorder, args.node_port_range, agent_images)
-            .never_injecting([args.lease_namespace.clone()])
-            .with_group_index(group_index),
+        Context::new(
+            client.clone(),
+            stores,
+            recorder,
+            args.node_port_range,
+            agent_images,
+        )
+        .never_injecting([args.lease_namespace.clone()])
+        .with_group_index(group_index)
+        .with_account_index(account_index)
+        .with_accounts(rbac::AgentAccounts::with_requeue(requeue)),
     );
+
+    // Every pod's metadata, kept as nothing but the set of uninjected pods' UIDs.
+    let uninjected = {
+        let ctx = ctx.clone();
+        watcher(
+            Api::<PartialObjectMeta<Pod>>::all(client),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .for_each(move |event| {
+            let ctx = ctx.clone();
+            async move {
+                match event {
+                    Ok(event) => uninjected::follow(&ctx, event).await,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "metadata watch of pods failed; retrying");
+                    }
+                }
+            }
+        })
+    };
 
     let housekeeping = {
         let ctx = ctx.clone();
@@ -254,15 +335,23 @@ pub async fn run_leading(
             if ctx.pods.wait_until_ready().await.is_err() {
                 return;
             }
-            let mut tick = tokio::time::interval(HOUSEKEEPING_PERIOD);
-            loop {
-                tokio::select! {
-                    () = leading.cancelled() => return,
-                    _ = tick.tick() => {
-                        housekeeping::update_gauges(&ctx);
-                        housekeeping::collect_garbage(&ctx).await;
-                    }
+            // Only now may the account syncs run: against a half-filled pod cache they would drop names.
+            let _ = accounts.set(ctx.clone());
+            rbac::mark_all(&ctx);
+            let syncing = rbac::run(ctx.clone(), leading.clone());
+            let periodic = async {
+                let mut tick = tokio::time::interval(HOUSEKEEPING_PERIOD);
+                loop {
+                    tick.tick().await;
+                    housekeeping::update_gauges(&ctx);
+                    housekeeping::collect_garbage(&ctx).await;
+                    rbac::mark_all(&ctx);
                 }
+            };
+            tokio::select! {
+                () = leading.cancelled() => {}
+                () = syncing => {}
+                () = periodic => {}
             }
         }
     };
@@ -274,16 +363,22 @@ pub async fn run_leading(
                 tracing::debug!(error = %err, "controller event");
             }
         });
-    tokio::join!(reconciling, housekeeping);
+    let uninjected = async {
+        tokio::select! {
+            () = leading.cancelled() => {}
+            () = uninjected => {}
+        }
+    };
+    tokio::join!(reconciling, housekeeping, uninjected);
 }
 
 /// The pods whose reconcile a change to a managed Service should trigger: its owner pod for a per-pod Service,
 /// the group's pods for a group Service.
 fn pods_of_service(
-    pods: &Store<Pod>,
+    pods: &Store<CachedPod>,
     groups: &GroupIndex,
     service: &Service,
-) -> Vec<ObjectRef<Pod>> {
+) -> Vec<ObjectRef<CachedPod>> {
     let namespace = service.namespace().unwrap_or_default();
     if let Some(owner) = service
         .owner_references()
@@ -315,10 +410,11 @@ mod tests {
         serde_json::from_value(value).unwrap()
     }
 
-    fn grouped_pod(name: &str, namespace: &str, group: &str) -> Pod {
-        object(
+    fn grouped_pod(name: &str, namespace: &str, group: &str) -> CachedPod {
+        object::<Pod>(
             serde_json::json!({"metadata": {"name": name, "namespace": namespace, "labels": {keys::GROUP_LABEL: group}}}),
         )
+        .into()
     }
 
     #[test]
@@ -350,7 +446,7 @@ mod tests {
 
     #[test]
     fn a_per_pod_service_change_reconciles_its_owner_pod() {
-        let (pods, _writer) = reflector::store::<Pod>();
+        let (pods, _writer) = reflector::store::<CachedPod>();
         let service: Service = object(
             serde_json::json!({"metadata": {"name": "debug-healthbridge", "namespace": "shop",
             "ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": "debug", "uid": "u", "controller": true}]}}),

@@ -13,6 +13,20 @@ const HASH_LEN: usize = 8;
 /// with this, so no pod name can produce a group's Service name, nor a group name a pod's.
 pub const POD_SERVICE_SUFFIX: &str = "-healthbridge-pod";
 
+/// Suffix of the agent Roles and RoleBindings of a ServiceAccount (never the end of a per-pod `<pod>-healthbridge`
+/// name of older versions, so the two never collide).
+pub const AGENT_RBAC_SUFFIX: &str = "-healthbridge-agent";
+
+/// Name of chunk `chunk` of a ServiceAccount's agent Role and RoleBinding: `<sa>-healthbridge-agent`, then
+/// `<sa>-healthbridge-agent-1`, …, shortened like [`object_name`].
+pub fn agent_rbac_name(service_account: &str, chunk: usize) -> String {
+    if chunk == 0 {
+        suffixed(service_account, AGENT_RBAC_SUFFIX)
+    } else {
+        suffixed(service_account, &format!("{AGENT_RBAC_SUFFIX}-{chunk}"))
+    }
+}
+
 /// `<base>-healthbridge` when that is already a valid label, else the base sanitised and truncated, plus a short stable
 /// hash of the original base so two long names sharing a prefix still get different objects.
 pub fn object_name(base: &str) -> String {

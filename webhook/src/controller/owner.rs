@@ -3,12 +3,12 @@
 use std::sync::PoisonError;
 
 use k8s_openapi::api::apps::v1::ReplicaSet;
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::ResourceExt;
 use kube::api::Api;
 
 use super::apply::Call;
+use super::cached::CachedPod;
 use super::context::Context;
 use super::desired::{self, PodIdentity, WorkloadOwner};
 use super::reconcile::ReconcileError;
@@ -16,7 +16,7 @@ use super::reconcile::ReconcileError;
 /// The top-level workload of a pod, reading its ReplicaSet once when it has one.
 pub(super) async fn workload_owner(
     ctx: &Context,
-    pod: &Pod,
+    pod: &CachedPod,
     identity: &PodIdentity,
 ) -> Result<Option<OwnerReference>, ReconcileError> {
     let replica_set = match desired::workload_owner(pod.owner_references()) {

@@ -4,24 +4,25 @@
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 
-use super::apply::{ensure, ensure_pod_label, ensure_service, remove_legacy_pod_service};
+use super::apply::{ensure_pod_label, ensure_service, remove_legacy_pod_service};
+use super::cached::{CachedPod, PodView};
 use super::claim::ClaimConflict;
 use super::context::Context;
 use super::desired::{
-    ServiceScope, ServiceSettings, SettingsError, desired_role, desired_role_binding,
-    desired_service, is_injected, pod_identity, service_settings, service_target,
+    ServiceScope, ServiceSettings, SettingsError, desired_service, is_injected, pod_identity,
+    service_settings, service_target,
 };
 use super::events::{normal, publish, ready_note, reference_to, warn_uninjected, warning};
-use super::metrics::{Kind, Outcome, metrics};
+use super::metrics::{Outcome, metrics};
 use super::owner::workload_owner;
+use super::rbac::{account_of, covering_role, remove_legacy_pod_rbac};
 use crate::keys;
-use crate::trust::verify_agent;
 use healthbridge_contract::service::shares_group_service;
 
 /// How long a healthy pod waits before its objects are checked again (reads only: from the caches).
@@ -54,6 +55,9 @@ pub enum ReconcileError {
     },
     #[error(transparent)]
     Claim(#[from] ClaimConflict),
+    /// The last sync of the pod's ServiceAccount Role failed with this (every pod of the account reports it).
+    #[error(transparent)]
+    Shared(std::sync::Arc<ReconcileError>),
     #[error("could not {verb} {resource} {namespace}/{name}: {source}")]
     Api {
         verb: &'static str,
@@ -72,6 +76,7 @@ impl ReconcileError {
             Self::Forbidden { .. } => Outcome::Forbidden,
             Self::Claim(_) => Outcome::Conflict,
             Self::Api { .. } => Outcome::Error,
+            Self::Shared(error) => error.outcome(),
         }
     }
 
@@ -81,12 +86,21 @@ impl ReconcileError {
             Self::Forbidden { .. } => "Forbidden",
             Self::Claim(conflict) => conflict.reason(),
             Self::Api { .. } => "ReconcileFailed",
+            Self::Shared(error) => error.reason(),
+        }
+    }
+
+    /// The error itself, through a shared one.
+    pub fn root(&self) -> &Self {
+        match self {
+            Self::Shared(error) => error.root(),
+            other => other,
         }
     }
 }
 
 /// Reconciles one pod, records the outcome and reports failures as Events.
-pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+pub async fn reconcile(pod: Arc<CachedPod>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     metrics().in_flight.inc();
     let result = reconcile_pod(&pod, &ctx).await;
     metrics().in_flight.dec();
@@ -109,7 +123,7 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action, Recon
                 publish(&ctx, &event, &reference_to(owner, pod.namespace())).await;
             }
             // The object left unchanged hears of the claim too: its owner sees who tried to take it.
-            if let ReconcileError::Claim(conflict) = &failure.error {
+            if let ReconcileError::Claim(conflict) = failure.error.root() {
                 publish(&ctx, &event, &claimed_object(conflict)).await;
             }
         }
@@ -131,7 +145,7 @@ impl From<ReconcileError> for Failure {
     }
 }
 
-async fn reconcile_pod(pod: &Pod, ctx: &Context) -> Result<(Outcome, Action), Failure> {
+async fn reconcile_pod(pod: &CachedPod, ctx: &Context) -> Result<(Outcome, Action), Failure> {
     if ctx.missed_by_webhook(pod) {
         warn_uninjected(pod, ctx).await;
         return Ok((Outcome::Skipped, Action::await_change()));
@@ -143,9 +157,13 @@ async fn reconcile_pod(pod: &Pod, ctx: &Context) -> Result<(Outcome, Action), Fa
         return Ok((Outcome::Skipped, Action::await_change()));
     };
     // The marker is only a claim: act only on the agent as the webhook injects it, and publish only its port.
-    let agent = match verify_agent(pod, &ctx.agent_images) {
+    let agent = match pod.verify_agent(&ctx.agent_images) {
         Ok(agent) => agent,
         Err(untrusted) => {
+            // No longer trusted (an update changed the agent): its name leaves the account's Role.
+            if covering_role(ctx, &identity).is_some() {
+                ctx.accounts.mark(account_of(&identity));
+            }
             let note = format!(
                 "{}={} is set, but this is not a pod the healthbridge webhook injected: {untrusted}. healthbridge creates nothing for it; remove the annotation and opt in with {}: \"true\"",
                 keys::STATUS,
@@ -157,22 +175,33 @@ async fn reconcile_pod(pod: &Pod, ctx: &Context) -> Result<(Outcome, Action), Fa
         }
     };
     let mut changed = false;
-    changed |= ensure(
-        ctx,
-        &ctx.roles,
-        Kind::Role,
-        "roles",
-        &desired_role(&identity),
-    )
-    .await?;
-    changed |= ensure(
-        ctx,
-        &ctx.role_bindings,
-        Kind::RoleBinding,
-        "rolebindings",
-        &desired_role_binding(&identity),
-    )
-    .await?;
+    // The account's Role is written by the coalescing sync (one write per ServiceAccount per window, not per
+    // pod); a pod that is not in it yet asks for a sync and is reconciled again after it.
+    let role = covering_role(ctx, &identity);
+    let uid = identity.uid.clone();
+    match &role {
+        Some(_) => {
+            changed |= ctx
+                .awaiting_rbac
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&uid);
+            changed |= remove_legacy_pod_rbac(ctx, &identity).await?;
+        }
+        None => {
+            ctx.awaiting_rbac
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(uid);
+            let account = account_of(&identity);
+            // A failed sync is reported by its pods and retried at their backoff, not at once.
+            if let Some(failure) = ctx.accounts.failure(&account) {
+                ctx.accounts.mark(account);
+                return Err(ReconcileError::Shared(failure).into());
+            }
+            ctx.accounts.request(account, ObjectRef::from_obj(pod));
+        }
+    }
 
     let own = match service_settings(pod, ctx.node_port_range) {
         Ok(settings) => settings,
@@ -194,7 +223,7 @@ async fn reconcile_pod(pod: &Pod, ctx: &Context) -> Result<(Outcome, Action), Fa
             let (source, port) = newest_of_owner(pod, ctx, workload.as_ref())
                 .await?
                 .unwrap_or_else(|| (Arc::new(pod.clone()), agent.port));
-            match service_settings(&source, ctx.node_port_range) {
+            match service_settings(source.as_ref(), ctx.node_port_range) {
                 Ok(settings) => (ServiceSettings { port, ..settings }, workload),
                 Err(invalid) => return invalid_annotation(pod, ctx, &invalid).await,
             }
@@ -228,20 +257,20 @@ async fn reconcile_pod(pod: &Pod, ctx: &Context) -> Result<(Outcome, Action), Fa
         changed |= remove_legacy_pod_service(ctx, &identity).await?;
     }
 
-    if changed {
-        let note = ready_note(&identity, &target.name, node_port, &settings);
+    if let (true, Some(role)) = (changed, &role) {
+        let note = ready_note(&identity, role, &target.name, node_port, &settings);
         publish(ctx, &normal("Ready", &note), &pod.object_ref(&())).await;
     }
     Ok((Outcome::Success, Action::requeue(RESYNC)))
 }
 
 async fn invalid_annotation(
-    pod: &Pod,
+    pod: &CachedPod,
     ctx: &Context,
     invalid: &SettingsError,
 ) -> Result<(Outcome, Action), Failure> {
     let note = format!(
-        "{invalid}. The Role and RoleBinding are in place; the Service waits for a valid annotation."
+        "{invalid}. The agent's Role and RoleBinding are kept; the Service waits for a valid annotation."
     );
     publish(
         ctx,
@@ -256,19 +285,19 @@ async fn invalid_annotation(
 /// time, then name: deterministic), with its agent's port. Candidates are checked newest first, so this usually
 /// resolves one owner, from the cache.
 async fn newest_of_owner(
-    pod: &Pod,
+    pod: &CachedPod,
     ctx: &Context,
     workload: Option<&OwnerReference>,
-) -> Result<Option<(Arc<Pod>, u16)>, ReconcileError> {
+) -> Result<Option<(Arc<CachedPod>, u16)>, ReconcileError> {
     let (Some(namespace), Some(group)) = (pod.namespace(), pod.labels().get(keys::GROUP_LABEL))
     else {
         return Ok(None);
     };
-    let mut candidates: Vec<Arc<Pod>> = ctx
+    let mut candidates: Vec<Arc<CachedPod>> = ctx
         .pods_in_group(&namespace, group)
         .into_iter()
         .filter(|other| {
-            is_injected(other)
+            is_injected(other.as_ref())
                 && other.metadata.deletion_timestamp.is_none()
                 && shares_group_service(
                     other
@@ -279,7 +308,7 @@ async fn newest_of_owner(
         })
         .collect();
     candidates.sort_by(|a, b| {
-        let key = |pod: &Pod| {
+        let key = |pod: &CachedPod| {
             (
                 pod.metadata.creation_timestamp.as_ref().map(|time| time.0),
                 pod.metadata.name.clone(),
@@ -288,13 +317,13 @@ async fn newest_of_owner(
         key(b).cmp(&key(a))
     });
     for candidate in candidates {
-        let Ok(agent) = verify_agent(&candidate, &ctx.agent_images) else {
+        let Ok(agent) = candidate.verify_agent(&ctx.agent_images) else {
             continue;
         };
         let same_owner = if candidate.metadata.uid == pod.metadata.uid {
             true
         } else {
-            let Ok(identity) = pod_identity(&candidate) else {
+            let Ok(identity) = pod_identity(candidate.as_ref()) else {
                 continue;
             };
             let owner = workload_owner(ctx, &candidate, &identity).await?;
@@ -324,7 +353,7 @@ fn claimed_object(conflict: &ClaimConflict) -> ObjectReference {
 }
 
 /// Backoff for failures: slow for what needs a person (a taken port, a missing permission), exponential otherwise.
-pub fn error_policy(pod: Arc<Pod>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
+pub fn error_policy(pod: Arc<CachedPod>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
     let mut failures = ctx.failures.lock().unwrap_or_else(PoisonError::into_inner);
     let count = failures
         .entry(ObjectRef::from_obj(pod.as_ref()))
@@ -335,12 +364,13 @@ pub fn error_policy(pod: Arc<Pod>, error: &ReconcileError, ctx: Arc<Context>) ->
 
 /// Delay before retrying after the `attempt`-th consecutive failure.
 pub fn retry_after(error: &ReconcileError, attempt: u32) -> Duration {
-    match error {
+    match error.root() {
         ReconcileError::NodePortConflict { .. }
         | ReconcileError::Forbidden { .. }
         | ReconcileError::Claim(_) => SLOW_RETRY,
         ReconcileError::Api { .. } => FIRST_BACKOFF
             .saturating_mul(1 << attempt.saturating_sub(1).min(16))
             .min(MAX_BACKOFF),
+        ReconcileError::Shared(_) => MAX_BACKOFF,
     }
 }

@@ -15,6 +15,8 @@ use serde_json::{Value, json};
 use healthbridge_webhook::keys;
 use healthbridge_webhook::trust::{AgentImages, PORT_ENV};
 
+pub mod world;
+
 /// A pod under construction: `pod("web-1").in_namespace("shop").injected().in_group("web").build()`.
 pub struct PodBuilder {
     pod: Pod,
