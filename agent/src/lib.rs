@@ -6,6 +6,7 @@
 /// Durations as the agent and the webhook read them: written once, in the contract crate.
 pub use healthbridge_contract::duration;
 
+pub mod bridge;
 pub mod cli;
 pub mod config;
 pub mod endpoints;

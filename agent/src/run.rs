@@ -40,8 +40,12 @@ impl StartError {
 pub fn start(invocation: Invocation) -> Result<ExitCode, StartError> {
     match invocation {
         Invocation::Probe(args) => Ok(probe::check(&args)),
-        Invocation::Serve { args, log_format } => {
-            logging::init(log_format);
+        Invocation::Serve {
+            args,
+            log_format,
+            quiet,
+        } => {
+            logging::init_with_level(log_format, if quiet { "warn" } else { "info" });
             // A health sidecar needs little parallelism; on a big node one worker per core would only cost memory.
             let workers = std::thread::available_parallelism().map_or(2, |n| n.get().min(2));
             let runtime = tokio::runtime::Builder::new_multi_thread()

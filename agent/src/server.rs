@@ -17,7 +17,7 @@ use http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use tokio::net::TcpListener;
 
 use crate::endpoints::EndpointChecker;
-use crate::exec::ExecHandle;
+use crate::exec::{ExecAnswer, ExecHandle};
 use crate::metrics::Metrics;
 use crate::pod_status::PodStatusSource;
 use crate::render::{Format, render, render_public};
@@ -170,8 +170,11 @@ async fn exec_answer<const ADMIN: bool>(
         state.unhealthy_status
     };
     if !ADMIN {
-        let verdict = if healthy { "ok" } else { "unhealthy" };
-        let mut response = (code, format!("{verdict}: {path}\n")).into_response();
+        let body = match state.exec.as_ref().map(ExecHandle::answer) {
+            Some(ExecAnswer::Bridge) => status.bridge_body(),
+            _ => format!("{}: {path}\n", if healthy { "ok" } else { "unhealthy" }),
+        };
+        let mut response = (code, body).into_response();
         response.headers_mut().insert(
             CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
