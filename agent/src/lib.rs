@@ -19,4 +19,5 @@ pub mod render;
 pub mod report;
 pub mod run;
 pub mod server;
+pub mod socket;
 pub mod tls;
