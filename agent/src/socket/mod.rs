@@ -125,7 +125,7 @@ impl SocketArgs {
                         Some(ref loaded) => loaded,
                         None => client_tls.insert(tls.load()?),
                     };
-                    Probe::Grpc(grpc::GrpcProbe::new(&spec, loaded))
+                    Probe::Grpc(Box::new(grpc::GrpcProbe::new(&spec, loaded)))
                 }
                 SocketKind::Tcp => Probe::Tcp,
                 SocketKind::Udp => Probe::Udp,
@@ -149,7 +149,7 @@ impl SocketArgs {
 pub enum Probe {
     Tcp,
     Udp,
-    Grpc(grpc::GrpcProbe),
+    Grpc(Box<grpc::GrpcProbe>),
 }
 
 /// One configured socket check.
