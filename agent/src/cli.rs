@@ -28,6 +28,10 @@ pub struct Cli {
     )]
     pub log_format: LogFormat,
 
+    /// Log only warnings and errors (the exec bridge's `-quiet`); `RUST_LOG` still wins.
+    #[arg(long, env = env::QUIET, global = true)]
+    pub quiet: bool,
+
     #[command(subcommand)]
     pub command: Option<Command>,
 
@@ -57,6 +61,7 @@ pub enum Invocation {
     Serve {
         args: ServeArgs,
         log_format: LogFormat,
+        quiet: bool,
     },
 }
 
@@ -68,21 +73,36 @@ impl Cli {
 
     /// What to run.
     pub fn into_invocation(self) -> Invocation {
-        let log_format = self.log_format;
+        let (log_format, quiet) = (self.log_format, self.quiet);
         match self.into_command() {
             Command::Probe(args) => Invocation::Probe(args),
-            Command::Serve(args) => Invocation::Serve { args, log_format },
+            Command::Serve(args) => Invocation::Serve {
+                args,
+                log_format,
+                quiet,
+            },
         }
     }
 }
 
 /// Reads the process arguments. A probe goes through its own parser first, so it starts fast and accepts the old
-/// single-dash flags. `Err` is the exit code once help, the version or what is wrong has been printed (2 for bad
-/// arguments, before anything starts).
+/// single-dash flags; the exec bridge's command line is translated into `serve` flags. `Err` is the exit code once
+/// help, the version or what is wrong has been printed (2 for bad arguments, before anything starts).
 pub fn parse(args: Vec<OsString>) -> Result<Invocation, ExitCode> {
     if let Some(probe_args) = crate::probe::probe_argv(&args) {
         return crate::probe::parse_args(probe_args).map(Invocation::Probe);
     }
+    let args = if crate::bridge::invoked_as_bridge(&args) {
+        match crate::bridge::translate(&args, std::env::var_os(env::PORT).is_some()) {
+            Ok(args) => args,
+            Err(error) => {
+                eprintln!("error: {error}");
+                return Err(ExitCode::from(2));
+            }
+        }
+    } else {
+        args
+    };
     match Cli::try_parse_from(args) {
         Ok(cli) => Ok(cli.into_invocation()),
         Err(err) => {

@@ -9,9 +9,10 @@ use healthbridge_contract::value;
 use http::StatusCode;
 
 use crate::endpoints::EndpointArgs;
-use crate::exec::ExecArgs;
+use crate::exec::{ExecArgs, ExecConfigError};
 use crate::listen::ListenArgs;
 use crate::pod_status::{OnStale, Target};
+use crate::socket::{SocketArgs, SocketConfigError};
 
 /// Settings of the pod-status part of `serve`.
 #[derive(Debug, Clone, Args)]
@@ -82,6 +83,10 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub exec: ExecArgs,
 
+    /// TCP, UDP and gRPC checks, each served at its own URL and included in `/all`.
+    #[command(flatten)]
+    pub sockets: SocketArgs,
+
     /// The old aggregated checker's container args, `PORT TIMEOUT URL...`, accepted unchanged.
     #[arg(value_name = "PORT TIMEOUT URL", num_args = 0.., trailing_var_arg = true)]
     pub legacy: Vec<String>,
@@ -104,6 +109,34 @@ impl ServeArgs {
                 except: self.self_container.clone(),
             },
         }
+    }
+}
+
+/// Why the checks of a configuration cannot all be served.
+#[derive(Debug, thiserror::Error)]
+pub enum ChecksConfigError {
+    #[error(transparent)]
+    Exec(#[from] ExecConfigError),
+    #[error(transparent)]
+    Socket(#[from] SocketConfigError),
+    #[error("--exec / --tcp / --udp / --grpc: {0}")]
+    Paths(#[from] healthbridge_contract::socket::PathClash),
+}
+
+impl ServeArgs {
+    /// Every exec and socket spec by the contract's rules, and no path taken twice across kinds: all the agent
+    /// checks before it starts except whether exec programs exist.
+    pub fn validate_check_specs(&self) -> Result<(), ChecksConfigError> {
+        let exec = self.exec.validate_specs()?;
+        let sockets = self.sockets.validate_specs()?;
+        healthbridge_contract::socket::distinct_paths(
+            exec.iter().map(|spec| ("exec", spec.path.as_str())).chain(
+                sockets
+                    .iter()
+                    .map(|spec| (spec.kind.as_str(), spec.path.as_str())),
+            ),
+        )?;
+        Ok(())
     }
 }
 

@@ -6,6 +6,7 @@
 /// Durations as the agent and the webhook read them: written once, in the contract crate.
 pub use healthbridge_contract::duration;
 
+pub mod bridge;
 pub mod cli;
 pub mod config;
 pub mod endpoints;
@@ -18,4 +19,5 @@ pub mod render;
 pub mod report;
 pub mod run;
 pub mod server;
+pub mod socket;
 pub mod tls;

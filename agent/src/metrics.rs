@@ -14,6 +14,19 @@ pub struct RestartLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CheckRunLabels {
+    pub kind: &'static str,
+    pub path: String,
+    pub result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CheckLabels {
+    pub kind: &'static str,
+    pub path: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AnswerLabels {
     pub route: String,
     pub result: &'static str,
@@ -46,6 +59,8 @@ pub struct Metrics {
     pub watch_restarts: Family<RestartLabels, Counter>,
     pub seconds_since_pod_update: Gauge<f64, AtomicU64>,
     pub seconds_since_confirmed_contact: Gauge<f64, AtomicU64>,
+    pub check_runs: Family<CheckRunLabels, Counter>,
+    pub check_duration: Family<CheckLabels, Gauge<f64, AtomicU64>>,
 }
 
 impl Default for Metrics {
@@ -82,6 +97,18 @@ impl Default for Metrics {
              beyond MAX_STALENESS the status is unknown or stale (-1 before the first contact or without a watch)",
             seconds_since_confirmed_contact.clone(),
         );
+        let check_runs = Family::<CheckRunLabels, Counter>::default();
+        registry.register(
+            "check_runs",
+            "Runs of the socket checks (tcp, udp, grpc), by kind, path and result (healthy or unhealthy)",
+            check_runs.clone(),
+        );
+        let check_duration = Family::<CheckLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "check_duration_seconds",
+            "How long the last run of each socket check took, by kind and path",
+            check_duration.clone(),
+        );
         // Each lookup's read guard must be dropped before the next lookup may need the write lock.
         let counter = |route: &str, result: &'static str| -> Counter {
             let labels = AnswerLabels {
@@ -105,6 +132,8 @@ impl Default for Metrics {
             watch_restarts,
             seconds_since_pod_update,
             seconds_since_confirmed_contact,
+            check_runs,
+            check_duration,
         }
     }
 }
@@ -143,6 +172,30 @@ impl Metrics {
                 result,
             })
             .inc();
+    }
+
+    /// One run of a socket check: its result and how long it took.
+    pub fn count_check_run(
+        &self,
+        kind: &'static str,
+        path: &str,
+        healthy: bool,
+        took: std::time::Duration,
+    ) {
+        let result = if healthy { "healthy" } else { "unhealthy" };
+        self.check_runs
+            .get_or_create(&CheckRunLabels {
+                kind,
+                path: path.to_owned(),
+                result,
+            })
+            .inc();
+        self.check_duration
+            .get_or_create(&CheckLabels {
+                kind,
+                path: path.to_owned(),
+            })
+            .set(took.as_secs_f64());
     }
 
     /// The Prometheus text exposition of every metric.

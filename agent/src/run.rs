@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::Invocation;
-use crate::config::ServeArgs;
+use crate::config::{ChecksConfigError, ServeArgs};
 use crate::endpoints::{EndpointChecker, EndpointConfigError};
 use crate::exec::{ExecChecks, ExecConfigError};
 use crate::metrics::Metrics;
@@ -40,8 +40,12 @@ impl StartError {
 pub fn start(invocation: Invocation) -> Result<ExitCode, StartError> {
     match invocation {
         Invocation::Probe(args) => Ok(probe::check(&args)),
-        Invocation::Serve { args, log_format } => {
-            logging::init(log_format);
+        Invocation::Serve {
+            args,
+            log_format,
+            quiet,
+        } => {
+            logging::init_with_level(log_format, if quiet { "warn" } else { "info" });
             // A health sidecar needs little parallelism; on a big node one worker per core would only cost memory.
             let workers = std::thread::available_parallelism().map_or(2, |n| n.get().min(2));
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -64,12 +68,14 @@ pub enum RunError {
     #[error(transparent)]
     Exec(#[from] ExecConfigError),
     #[error(transparent)]
+    Checks(#[from] ChecksConfigError),
+    #[error(transparent)]
     Serve(#[from] ServeError),
 }
 
 impl RunError {
     pub fn is_configuration(&self) -> bool {
-        matches!(self, Self::Endpoints(_) | Self::Exec(_))
+        matches!(self, Self::Endpoints(_) | Self::Exec(_) | Self::Checks(_))
     }
 }
 
@@ -80,7 +86,12 @@ pub async fn serve(mut args: ServeArgs, cancel: CancellationToken) -> Result<(),
         port = args.endpoints.apply_legacy_positional(&args.legacy)?.port;
     }
     let endpoints = EndpointChecker::new(&args.endpoints)?;
+    args.validate_check_specs()?;
     let exec = ExecChecks::new(&args.exec)?;
+    let sockets = args
+        .sockets
+        .validate(&args.endpoints.tls)
+        .map_err(ChecksConfigError::from)?;
     let metrics = Arc::new(Metrics::default());
     let pod = pod_status_source(&args, &metrics, &cancel).await;
     let mut state = AppState::new(pod, args.unhealthy_status, metrics);
@@ -91,6 +102,11 @@ pub async fn serve(mut args: ServeArgs, cancel: CancellationToken) -> Result<(),
         let handle = exec.spawn(cancel.clone());
         state.all_checks.push(Arc::new(handle.clone()));
         state.exec = Some(handle);
+    }
+    if !sockets.is_empty() {
+        let handle = sockets.spawn(Arc::clone(&state.metrics), cancel.clone());
+        state.all_checks.push(Arc::new(handle.clone()));
+        state.sockets = Some(handle);
     }
     let listeners = server::bind(port).await?;
     let admin = server::bind_admin(args.listen.admin_address, args.listen.admin_port).await;

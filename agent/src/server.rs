@@ -17,11 +17,12 @@ use http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use tokio::net::TcpListener;
 
 use crate::endpoints::EndpointChecker;
-use crate::exec::ExecHandle;
+use crate::exec::{ExecAnswer, ExecHandle};
 use crate::metrics::Metrics;
 use crate::pod_status::PodStatusSource;
 use crate::render::{Format, render, render_public};
 use crate::report::{CheckResult, Report};
+use crate::socket::SocketHandle;
 
 /// A group of checks that `/all` (or its own URL) runs for one answer: endpoints, exec results, …
 pub trait CheckSet: Send + Sync {
@@ -31,6 +32,12 @@ pub trait CheckSet: Send + Sync {
 impl CheckSet for EndpointChecker {
     fn run(&self) -> BoxFuture<'_, Vec<CheckResult>> {
         Box::pin(self.check_all())
+    }
+}
+
+impl CheckSet for SocketHandle {
+    fn run(&self) -> BoxFuture<'_, Vec<CheckResult>> {
+        Box::pin(std::future::ready(self.all()))
     }
 }
 
@@ -50,6 +57,8 @@ pub struct AppState {
     pub all_checks: Vec<Arc<dyn CheckSet>>,
     /// Exec checks: each served at its own URL (and, through `all_checks`, part of `/all`).
     pub exec: Option<ExecHandle>,
+    /// TCP, UDP and gRPC checks: each served at its own URL (and part of `/all`).
+    pub sockets: Option<SocketHandle>,
 }
 
 impl AppState {
@@ -60,6 +69,7 @@ impl AppState {
             metrics,
             all_checks: Vec::new(),
             exec: None,
+            sockets: None,
         }
     }
 }
@@ -90,6 +100,19 @@ fn routes<const ADMIN: bool>(state: AppState) -> Router<()> {
                 get(move |State(state): State<AppState>, headers: HeaderMap| {
                     exec_answer::<ADMIN>(state, path_owned, headers)
                 }),
+            );
+        }
+    }
+    if let Some(sockets) = &state.sockets {
+        for path in sockets.paths() {
+            let path_owned = path.to_owned();
+            router = router.route(
+                path,
+                get(
+                    move |State(state): State<AppState>, uri: Uri, headers: HeaderMap| {
+                        socket_answer::<ADMIN>(state, path_owned, uri, headers)
+                    },
+                ),
             );
         }
     }
@@ -170,8 +193,11 @@ async fn exec_answer<const ADMIN: bool>(
         state.unhealthy_status
     };
     if !ADMIN {
-        let verdict = if healthy { "ok" } else { "unhealthy" };
-        let mut response = (code, format!("{verdict}: {path}\n")).into_response();
+        let body = match state.exec.as_ref().map(ExecHandle::answer) {
+            Some(ExecAnswer::Bridge) => status.bridge_body(),
+            _ => format!("{}: {path}\n", if healthy { "ok" } else { "unhealthy" }),
+        };
+        let mut response = (code, body).into_response();
         response.headers_mut().insert(
             CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
@@ -189,6 +215,41 @@ async fn exec_answer<const ADMIN: bool>(
     response
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+/// A socket check's URL: `ok: <path>` / `unhealthy: <path>` on the published port; its reason (text,
+/// `?verbose`, JSON) on the admin port.
+async fn socket_answer<const ADMIN: bool>(
+    state: AppState,
+    path: String,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let Some(result) = state.sockets.as_ref().and_then(|s| s.result(&path)) else {
+        return not_found::<ADMIN>().await.into_response();
+    };
+    let healthy = result.healthy;
+    state.metrics.count_answer(&path, healthy);
+    if ADMIN {
+        return render(
+            &Report::new(vec![result]),
+            &path,
+            Format::negotiate(uri.query(), &headers),
+            state.unhealthy_status,
+        );
+    }
+    let code = if healthy {
+        StatusCode::OK
+    } else {
+        state.unhealthy_status
+    };
+    let verdict = if healthy { "ok" } else { "unhealthy" };
+    let mut response = (code, format!("{verdict}: {path}\n")).into_response();
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     response
 }
 
@@ -212,9 +273,9 @@ async fn metrics(State(state): State<AppState>) -> Response {
 
 async fn not_found<const ADMIN: bool>() -> (StatusCode, &'static str) {
     let message = if ADMIN {
-        "Not Found: the routes are /health, /all, /self, /metrics and the exec check URLs\n"
+        "Not Found: the routes are /health, /all, /self, /metrics and the exec and socket check URLs\n"
     } else {
-        "Not Found: the routes are /health, /all, /self and the exec check URLs; /metrics, ?verbose and JSON are on the admin port\n"
+        "Not Found: the routes are /health, /all, /self and the exec and socket check URLs; /metrics, ?verbose and JSON are on the admin port\n"
     };
     (StatusCode::NOT_FOUND, message)
 }

@@ -191,6 +191,11 @@ impl ClientTls {
         self.builder().enable_http1().wrap_connector(Self::http())
     }
 
+    /// HTTP/2 only (ALPN `h2` for https://; prior knowledge for plain http://), for gRPC.
+    pub fn http2_connector(&self) -> HttpsConnector<HttpConnector> {
+        self.builder().enable_http2().wrap_connector(Self::http())
+    }
+
     fn http() -> HttpConnector {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
@@ -345,6 +350,28 @@ pub fn explain(error: &(dyn std::error::Error + 'static)) -> Option<String> {
         };
     }
     None
+}
+
+/// The fix for a TLS alert known only by its text: h2 keeps an I/O error's message but not the error (TLS 1.3
+/// reports a refused client certificate on the first read, inside HTTP/2).
+pub fn explain_alert_text(message: &str) -> Option<String> {
+    let fix = if message.contains("fatal alert: CertificateRequired") {
+        "the server requires a client certificate (mTLS): give --client-cert and --client-key \
+         (HTTP_HEALTHCHECK_SIDECAR_TLS_CLIENT_CERT/_KEY)"
+    } else if [
+        "BadCertificate",
+        "UnknownCA",
+        "CertificateUnknown",
+        "AccessDenied",
+    ]
+    .iter()
+    .any(|alert| message.contains(&format!("fatal alert: {alert}")))
+    {
+        "the server rejected our client certificate: give one signed by a CA the server trusts"
+    } else {
+        return None;
+    };
+    Some(format!("TLS: {message}: {fix}"))
 }
 
 fn explain_rustls(error: &rustls::Error) -> String {

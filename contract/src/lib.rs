@@ -15,4 +15,5 @@ pub mod exec;
 pub mod keys;
 pub mod quantity;
 pub mod service;
+pub mod socket;
 pub mod value;

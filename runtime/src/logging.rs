@@ -16,7 +16,13 @@ pub enum LogFormat {
 
 /// Installs the global subscriber; `RUST_LOG` refines the level (default `info`).
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    init_with_level(format, "info");
+}
+
+/// [`init`] with another level when `RUST_LOG` is unset (`warn` for a quiet mode).
+pub fn init_with_level(format: LogFormat, default_level: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -88,7 +88,7 @@ pub fn flag_of(variable: &str) -> Option<String> {
 }
 
 /// The agent's `serve` settings read from `vars` by its own `Cli`, then its start-up checks of endpoints and
-/// exec specs (all but the look-up of exec programs, which only the agent's own container can answer).
+/// every exec and socket spec with no path taken twice (all but the look-up of exec programs, which only the agent's own container can answer).
 /// `Err` is the message the agent would stop with.
 pub fn agent_start_up(vars: &[(String, String)]) -> Result<ServeArgs, String> {
     let mut argv = vec!["healthbridge-agent".to_owned()];
@@ -104,17 +104,20 @@ pub fn agent_start_up(vars: &[(String, String)]) -> Result<ServeArgs, String> {
         Invocation::Probe(_) => return Err(format!("parsed as probe: {argv:?}")),
     };
     EndpointChecker::new(&args.endpoints).map_err(|e| e.to_string())?;
-    args.exec.validate_specs().map_err(|e| e.to_string())?;
+    args.validate_check_specs().map_err(|e| e.to_string())?;
     Ok(args)
 }
 
 /// The agent variable each agent-bound annotation sets, with the annotation's value as written.
-pub const AGENT_BOUND: [(&str, &str); 7] = [
+pub const AGENT_BOUND: [(&str, &str); 10] = [
     (keys::PORT, env::PORT),
     (keys::TARGET_CONTAINER, env::TARGET_CONTAINER),
     (keys::STATE_OVERRIDE, env::STATE_OVERRIDE),
     (keys::ENDPOINTS, env::ENDPOINTS),
     (keys::TIMEOUT, env::TIMEOUT),
     (keys::EXEC, env::EXEC),
+    (keys::TCP, env::TCP),
+    (keys::UDP, env::UDP),
+    (keys::GRPC, env::GRPC),
     (keys::UNHEALTHY_STATUS, env::UNHEALTHY_STATUS),
 ];

@@ -58,6 +58,50 @@ fn exec() -> impl Strategy<Value = String> {
     prop::collection::vec(line, 1..4).prop_map(|lines| lines.join("\n"))
 }
 
+/// `PATH=URL` lines for socket checks: every scheme in every annotation, addresses, parameters and escapes good
+/// and bad, and paths that clash with each other and with exec checks.
+fn socket_checks() -> impl Strategy<Value = String> {
+    let path = select(vec![
+        "/db", "/healthz", "/ready", "/health", "/metrics", "/a b", "/x?y", "", "db",
+    ]);
+    let scheme = select(vec![
+        "tcp://", "udp://", "grpc://", "grpcs://", "http://", "",
+    ]);
+    let address = select(vec![
+        "127.0.0.1:5432",
+        "localhost:53",
+        "[::1]:50051",
+        "db.shop.svc:6379",
+        "127.0.0.1",
+        "127.0.0.1:0",
+        ":80",
+        "[x]:1",
+        "u@h:1",
+    ]);
+    let rest = select(vec![
+        "",
+        "/shop.Cart",
+        "?send=PING%0D%0A&expect=%2BPONG",
+        r"?send=\x00\x01&expect=\x00",
+        "?send=q",
+        "?expect=x",
+        "?timeout=500ms",
+        "?timeout=0",
+        "?timeout=1min 30s",
+        "?send=%zz",
+        "?sned=x",
+        "?send=a&send=b",
+    ]);
+    let line = (path, scheme, address, rest).prop_map(|(path, scheme, address, rest)| {
+        if path.is_empty() {
+            format!("{scheme}{address}{rest}")
+        } else {
+            format!("{path}={scheme}{address}{rest}")
+        }
+    });
+    prop::collection::vec(line, 1..3).prop_map(|lines| lines.join("\n"))
+}
+
 /// Endpoint lists: schemes, hosts and ports good and bad, separated as users separate them.
 fn endpoints() -> impl Strategy<Value = String> {
     let scheme = select(vec!["http://", "https://", "ftp://", "", "http:/"]);
@@ -94,6 +138,7 @@ fn value_for(key: &'static str) -> BoxedStrategy<String> {
         keys::ENDPOINTS => endpoints().boxed(),
         keys::TIMEOUT => duration().boxed(),
         keys::EXEC => exec().boxed(),
+        keys::TCP | keys::UDP | keys::GRPC => socket_checks().boxed(),
         keys::UNHEALTHY_STATUS => prop_oneof![
             (100u32..1000).prop_map(|s| s.to_string()),
             select(vec!["", "5O3", " 503 "]).prop_map(str::to_owned),

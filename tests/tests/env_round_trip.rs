@@ -103,3 +103,56 @@ fn the_two_reported_crash_loops_are_denied_with_the_agents_reason() {
         assert!(refusal.contains(reason), "{refusal}");
     }
 }
+
+#[test]
+fn socket_checks_arrive_as_the_pod_asked_and_a_shared_path_is_denied_naming_the_annotation() {
+    let pod = opted_in_pod(&annotations(&[
+        (
+            keys::TCP,
+            "/db=tcp://127.0.0.1:5432\n/cache=tcp://127.0.0.1:6379?send=PING%0D%0A&expect=%2BPONG",
+        ),
+        (
+            keys::UDP,
+            r"/dns=udp://127.0.0.1:53?send=\x00\x01&timeout=500ms",
+        ),
+        (keys::GRPC, "/api=grpcs://localhost:8443/shop.Cart"),
+    ]));
+    let env = admit(&pod).unwrap_or_else(|denial| panic!("denied: {denial}"));
+    let args = agent_start_up(&env).unwrap_or_else(|refusal| panic!("{env:?}: {refusal}"));
+    let specs = args.sockets.validate_specs().unwrap();
+    let paths: Vec<(&str, &str)> = specs
+        .iter()
+        .map(|spec| (spec.kind.as_str(), spec.path.as_str()))
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            ("tcp", "/db"),
+            ("tcp", "/cache"),
+            ("udp", "/dns"),
+            ("grpc", "/api")
+        ]
+    );
+    assert_eq!(specs[1].send.as_deref(), Some(&b"PING\r\n"[..]));
+    assert_eq!(specs[2].timeout, Some(Duration::from_millis(500)));
+    assert!(specs[3].tls && specs[3].service == "shop.Cart");
+
+    let clash = opted_in_pod(&annotations(&[
+        (keys::EXEC, "true"),
+        (keys::GRPC, "/healthz=grpc://127.0.0.1:50051"),
+    ]));
+    let denial = admit(&clash).unwrap_err().to_string();
+    assert!(
+        denial.contains("annotation healthbridge.io/grpc: /healthz is taken by both the exec check and the grpc check"),
+        "{denial}"
+    );
+    let refusal = agent_start_up(&[
+        (env::EXEC.to_owned(), "true".to_owned()),
+        (
+            env::GRPC.to_owned(),
+            "/healthz=grpc://127.0.0.1:50051".to_owned(),
+        ),
+    ])
+    .unwrap_err();
+    assert!(refusal.contains("/healthz is taken by both"), "{refusal}");
+}

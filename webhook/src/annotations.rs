@@ -10,6 +10,7 @@ use healthbridge_contract::quantity::{Quantity, parse_quantity};
 use healthbridge_contract::service::{
     NodePortRange, ServiceValueError, parse_node_port, parse_scope, parse_traffic_policy,
 };
+use healthbridge_contract::socket::{self, SocketKind};
 use healthbridge_contract::value::{
     parse_bool, parse_port, parse_state_override, parse_unhealthy_status, shorten,
 };
@@ -19,7 +20,7 @@ use crate::group::is_label_value;
 use crate::keys;
 
 /// Every annotation key a pod may carry.
-pub const KNOWN: [&str; 20] = [
+pub const KNOWN: [&str; 23] = [
     keys::INJECT,
     keys::STATUS,
     keys::AGENT_IMAGE,
@@ -29,6 +30,9 @@ pub const KNOWN: [&str; 20] = [
     keys::ENDPOINTS,
     keys::TIMEOUT,
     keys::EXEC,
+    keys::TCP,
+    keys::UDP,
+    keys::GRPC,
     keys::UNHEALTHY_STATUS,
     keys::CPU_REQUEST,
     keys::CPU_LIMIT,
@@ -72,6 +76,10 @@ pub struct PodSettings {
     pub timeout: Option<String>,
     /// `URL=COMMAND` lines as written (trimmed).
     pub exec: Option<String>,
+    /// Socket checks, `PATH=URL` lines as written (trimmed), by kind.
+    pub tcp: Option<String>,
+    pub udp: Option<String>,
+    pub grpc: Option<String>,
     pub unhealthy_status: Option<u16>,
     pub cpu_request: Option<Quantity>,
     pub cpu_limit: Option<Quantity>,
@@ -106,6 +114,11 @@ pub fn parse(
                 why,
             });
         }
+    }
+    if invalid.is_empty()
+        && let Err(clash) = distinct_check_paths(&settings)
+    {
+        invalid.push(clash);
     }
     if invalid.is_empty() {
         Ok(settings)
@@ -168,6 +181,16 @@ fn apply(
             ));
             settings.exec = Some(v.to_owned());
         }
+        keys::TCP | keys::UDP | keys::GRPC => {
+            let kind = socket_kind(key);
+            socket::parse_spec_lines(kind, v).map_err(|e| why(&e))?;
+            let slot = match kind {
+                SocketKind::Tcp => &mut settings.tcp,
+                SocketKind::Udp => &mut settings.udp,
+                SocketKind::Grpc => &mut settings.grpc,
+            };
+            *slot = Some(v.to_owned());
+        }
         keys::UNHEALTHY_STATUS => {
             settings.unhealthy_status = Some(parse_unhealthy_status(v).map_err(|e| why(&e))?);
         }
@@ -209,6 +232,62 @@ fn apply(
         _ => return Err(unknown_key_hint()),
     }
     Ok(())
+}
+
+fn socket_kind(key: &str) -> SocketKind {
+    match key {
+        keys::UDP => SocketKind::Udp,
+        keys::GRPC => SocketKind::Grpc,
+        _ => SocketKind::Tcp,
+    }
+}
+
+/// No path served by two checks across `exec`, `tcp`, `udp` and `grpc` (each already valid on its own): the
+/// clash is reported on the later annotation.
+fn distinct_check_paths(settings: &PodSettings) -> Result<(), InvalidAnnotation> {
+    let exec = settings
+        .exec
+        .as_deref()
+        .map(|v| exec::parse_spec_lines(v).unwrap_or_default())
+        .unwrap_or_default();
+    let mut paths: Vec<(&str, &str, String)> = exec
+        .into_iter()
+        .map(|spec| (keys::EXEC, "exec", spec.path))
+        .collect();
+    for (key, value) in [
+        (keys::TCP, &settings.tcp),
+        (keys::UDP, &settings.udp),
+        (keys::GRPC, &settings.grpc),
+    ] {
+        let kind = socket_kind(key);
+        if let Some(value) = value {
+            for spec in socket::parse_spec_lines(kind, value).unwrap_or_default() {
+                paths.push((key, kind.as_str(), spec.path));
+            }
+        }
+    }
+    let clash = socket::distinct_paths(paths.iter().map(|(_, kind, path)| (*kind, path.as_str())));
+    match clash {
+        Ok(()) => Ok(()),
+        Err(clash) => {
+            let key = paths
+                .iter()
+                .rev()
+                .find(|(_, kind, path)| *kind == clash.second && *path == clash.path)
+                .map_or(keys::EXEC, |(key, _, _)| *key);
+            let value = match key {
+                keys::TCP => settings.tcp.clone(),
+                keys::UDP => settings.udp.clone(),
+                keys::GRPC => settings.grpc.clone(),
+                _ => settings.exec.clone(),
+            };
+            Err(InvalidAnnotation {
+                key: key.to_owned(),
+                value: value.unwrap_or_default(),
+                why: clash.to_string(),
+            })
+        }
+    }
 }
 
 fn unknown_key_hint() -> String {
@@ -340,6 +419,26 @@ mod tests {
         )
         .unwrap();
         assert!(wide.warnings.is_empty(), "{:?}", wide.warnings);
+    }
+
+    #[test]
+    fn socket_checks_are_read_and_their_paths_shared_with_no_other_check() {
+        let s = settings(&[
+            (keys::TCP, "/db=tcp://127.0.0.1:5432"),
+            (keys::GRPC, "/api=grpcs://localhost:8443/shop.Cart"),
+            (keys::UDP, r"/dns=udp://127.0.0.1:53?send=\x00"),
+        ])
+        .unwrap();
+        assert_eq!(s.tcp.as_deref(), Some("/db=tcp://127.0.0.1:5432"));
+        assert!(
+            denial(&[(keys::TCP, "/db=udp://h:1")]).contains("annotation healthbridge.io/tcp: ")
+        );
+        assert!(denial(&[(keys::UDP, "/dns=udp://h:53")]).contains("needs a request"));
+        let clash = denial(&[(keys::EXEC, "/db=true"), (keys::TCP, "/db=tcp://h:1")]);
+        assert!(
+            clash.contains("annotation healthbridge.io/tcp: /db is taken by both the exec check and the tcp check"),
+            "{clash}"
+        );
     }
 
     #[test]

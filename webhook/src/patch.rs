@@ -547,6 +547,9 @@ fn agent_container(
         (env::ENDPOINTS, settings.endpoints.clone()),
         (env::TIMEOUT, settings.timeout.clone()),
         (env::EXEC, settings.exec.clone()),
+        (env::TCP, settings.tcp.clone()),
+        (env::UDP, settings.udp.clone()),
+        (env::GRPC, settings.grpc.clone()),
         (
             env::UNHEALTHY_STATUS,
             settings.unhealthy_status.map(|s| s.to_string()),

@@ -10,7 +10,7 @@ pub mod tree;
 pub use self::process::{OUTPUT_LIMIT, run_once};
 pub use self::runner::ExecHandle;
 pub use self::spec::{
-    DEFAULT_PATH, ExecArgs, ExecCheck, ExecChecks, ExecConfigError, ExecSpec, ExecSpecError,
-    Invocation, RESERVED_PATHS,
+    DEFAULT_PATH, ExecAnswer, ExecArgs, ExecCheck, ExecChecks, ExecConfigError, ExecSpec,
+    ExecSpecError, Invocation, RESERVED_PATHS,
 };
 pub use self::status::{ExecState, ExecStatus, RunEnd, RunOutcome, evaluate};

@@ -8,7 +8,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::process::run_once;
-use super::spec::{ExecCheck, ExecChecks};
+use super::spec::{ExecAnswer, ExecCheck, ExecChecks};
 use super::status::{ExecStatus, RunOutcome, evaluate};
 use crate::report::CheckResult;
 
@@ -35,6 +35,7 @@ impl ExecChecks {
             inner: Arc::new(HandleInner {
                 slots,
                 max_age: self.max_age,
+                answer: self.answer,
             }),
         }
     }
@@ -48,6 +49,7 @@ struct Slot {
 struct HandleInner {
     slots: Vec<Slot>,
     max_age: Duration,
+    answer: ExecAnswer,
 }
 
 /// Read side of the running checks; cheap to clone, answers from memory.
@@ -65,6 +67,11 @@ impl std::fmt::Debug for ExecHandle {
 }
 
 impl ExecHandle {
+    /// The body style of exec URLs on the published port.
+    pub fn answer(&self) -> ExecAnswer {
+        self.inner.answer
+    }
+
     pub fn paths(&self) -> impl Iterator<Item = &str> {
         self.inner.slots.iter().map(|slot| slot.check.path.as_str())
     }

@@ -36,6 +36,21 @@ pub struct ExecArgs {
     /// A run taking longer is killed with its whole process group and counts as failed (default: the period).
     #[arg(long, env = env::EXEC_TIMEOUT, value_parser = setting(env::EXEC_TIMEOUT, "--exec-timeout", parse_duration))]
     pub exec_timeout: Option<Duration>,
+    /// What an exec URL answers on the published port: `short` (`ok: <url>` / `unhealthy: <url>`, no output) or
+    /// `bridge` (the exec bridge's `ok`, or the last result with its output and time: keep that port private).
+    #[arg(long, env = env::EXEC_ANSWER, value_enum, default_value_t)]
+    pub exec_answer: ExecAnswer,
+}
+
+/// The body of an exec URL on the published port.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExecAnswer {
+    /// `ok: <url>` or `unhealthy: <url>`: command output never leaves the pod through the published port.
+    #[default]
+    Short,
+    /// The exec-to-HTTP bridge's bodies: `ok`, or `Healthz probe on <url> error: Result of last exec: <output>,
+    /// at <time>, error <end>` (output escaped).
+    Bridge,
 }
 
 impl Default for ExecArgs {
@@ -45,6 +60,7 @@ impl Default for ExecArgs {
             exec_period: Duration::from_secs(2),
             exec_max_age: Duration::from_secs(30),
             exec_timeout: None,
+            exec_answer: ExecAnswer::Short,
         }
     }
 }
@@ -96,6 +112,7 @@ pub struct ExecChecks {
     pub period: Duration,
     pub max_age: Duration,
     pub timeout: Duration,
+    pub answer: ExecAnswer,
 }
 
 impl ExecArgs {
@@ -151,6 +168,7 @@ impl ExecArgs {
             period: self.exec_period,
             max_age: self.exec_max_age,
             timeout: self.exec_timeout.unwrap_or(self.exec_period),
+            answer: self.exec_answer,
         })
     }
 }

@@ -143,6 +143,37 @@ impl ExecStatus {
         body
     }
 
+    /// The exec-to-HTTP bridge's body: `ok`, or the last result with its time and how it ended (our reasons for
+    /// what the bridge did not know: no result yet, a timeout). The output is escaped as in [`Self::text_body`].
+    pub fn bridge_body(&self) -> String {
+        let last_exec = |last: &RunOutcome| {
+            format!(
+                "Result of last exec: {}, at {}, error {}",
+                last.output.escape_debug(),
+                humantime::format_rfc3339_millis(last.finished_at),
+                last.describe_end()
+            )
+        };
+        match &self.state {
+            ExecState::Fresh(last) if last.passed() => "ok".to_owned(),
+            ExecState::Fresh(last) => {
+                format!(
+                    "Healthz probe on {} error: {}\n",
+                    self.path,
+                    last_exec(last)
+                )
+            }
+            ExecState::Stale { last, .. } => format!(
+                "Latest result too old to be useful: {} ({}).\n",
+                last_exec(last),
+                self.reason()
+            ),
+            ExecState::NoResultYet => {
+                format!("Healthz probe on {} error: no result yet\n", self.path)
+            }
+        }
+    }
+
     pub fn to_json(&self) -> serde_json::Value {
         let last = self.last();
         let age = match &self.state {
@@ -274,6 +305,36 @@ mod tests {
         );
         assert!(!fail.healthy());
         assert_eq!(fail.reason(), "exit status 2");
+    }
+
+    #[test]
+    fn the_bridge_body_is_ok_or_the_last_result_with_its_time() {
+        let now = Instant::now();
+        let body = |end, at| {
+            evaluate(
+                &check(),
+                Some(&outcome_at(end, at)),
+                Duration::from_secs(30),
+                now,
+            )
+            .bridge_body()
+        };
+        assert_eq!(body(RunEnd::Exited { code: 0 }, now), "ok");
+        assert_eq!(
+            body(RunEnd::Exited { code: 2 }, now),
+            "Healthz probe on /healthz error: Result of last exec: line\\n\\u{1b}[31mred, at 1970-01-01T00:00:00.000Z, error exit status 2\n"
+        );
+        let stale = body(RunEnd::Exited { code: 0 }, now - Duration::from_secs(31));
+        assert!(
+            stale.starts_with("Latest result too old to be useful: Result of last exec: "),
+            "{stale}"
+        );
+        assert!(
+            stale.contains("(last result is 31s old (max age 30s))"),
+            "{stale}"
+        );
+        let none = evaluate(&check(), None, Duration::from_secs(30), now).bridge_body();
+        assert_eq!(none, "Healthz probe on /healthz error: no result yet\n");
     }
 
     #[test]

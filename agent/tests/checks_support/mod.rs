@@ -81,7 +81,8 @@ impl Pki {
         (cert_path, key_path)
     }
 
-    fn server_config(&self, require_client_cert: bool) -> rustls::ServerConfig {
+    /// The server side of this PKI (ALPN h2 and http/1.1), asking for a client certificate when `require_client_cert`.
+    pub fn server_config(&self, require_client_cert: bool) -> rustls::ServerConfig {
         Self::config_for(
             &self.server_cert,
             &self.server_key,
