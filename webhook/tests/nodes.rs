@@ -84,8 +84,14 @@ async fn decided(list: (StatusCode, Value)) -> (SidecarSupport, Arc<Metrics>) {
 /// Where the webhook puts the agent of an opted-in Deployment pod: `initContainers` or `containers`.
 fn agent_goes_to(support: &SidecarSupport) -> String {
     let body = serde_json::to_vec(&review(&fixture("deployment-pod"), "CREATE", false)).unwrap();
-    let answer =
-        admission::review(&body, &common::config(), OptIn::Annotation, support.get()).unwrap();
+    let answer = admission::review(
+        &body,
+        &common::config(),
+        OptIn::Annotation,
+        support.get(),
+        true,
+    )
+    .unwrap();
     let answer: Value = serde_json::from_slice(&answer.body).unwrap();
     let patch: Value =
         serde_json::from_slice(&unbase64(answer["response"]["patch"].as_str().unwrap())).unwrap();
