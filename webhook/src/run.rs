@@ -57,16 +57,24 @@ pub async fn execute(cli: Cli, shutdown: CancellationToken) -> Result<(), RunErr
             let mut cfg = injection_config(&args.server, Some(&namespace));
             cfg.node_port_range = args.controller.node_port_range;
             let metrics = Arc::new(Metrics::with_controller());
-            let native = native_sidecar_support(&client, &cfg, &metrics, &shutdown).await;
-            // The preStop sleep action (drain-delay) follows the API server's version: a kubelet older than it
-            // ignores the hook (the pod still stops, only without the delay), it never leaves a pod stuck.
-            let sleep_action = match client.apiserver_version().await {
-                Ok(info) => supports_sleep_action(&info.major, &info.minor),
+            // Read once: both the native-sidecar and the preStop-sleep decisions follow it.
+            let version = match client.apiserver_version().await {
+                Ok(info) => Some(info),
                 Err(error) => {
-                    tracing::warn!(%error, "cannot read the API server version; assuming the preStop sleep action is supported");
-                    true
+                    tracing::warn!(%error, "cannot read the API server version; the nodes' kubelet versions decide native sidecars alone, and the preStop sleep action is assumed");
+                    None
                 }
             };
+            let apiserver_native = version
+                .as_ref()
+                .map(|info| supports_native_sidecars(&info.major, &info.minor));
+            let native =
+                native_sidecar_support(&client, &cfg, apiserver_native, &metrics, &shutdown).await;
+            // The preStop sleep action (drain-delay) follows the API server's version: a kubelet older than it
+            // ignores the hook (the pod still stops, only without the delay), it never leaves a pod stuck.
+            let sleep_action = version
+                .as_ref()
+                .is_none_or(|info| supports_sleep_action(&info.major, &info.minor));
             let self_managed = args.server.tls_cert_file.is_none().then(|| SelfManaged {
                 namespace,
                 service_name: args.service_name.clone(),
@@ -112,19 +120,13 @@ pub async fn execute(cli: Cli, shutdown: CancellationToken) -> Result<(), RunErr
 async fn native_sidecar_support(
     client: &kube::Client,
     cfg: &InjectionConfig,
+    apiserver: Option<bool>,
     metrics: &Arc<Metrics>,
     shutdown: &CancellationToken,
 ) -> SidecarSupport {
     if cfg.native_sidecar != NativeSidecar::Auto {
         return SidecarSupport::fixed(cfg.native_sidecar == NativeSidecar::Always);
     }
-    let apiserver = match client.apiserver_version().await {
-        Ok(info) => Some(supports_native_sidecars(&info.major, &info.minor)),
-        Err(error) => {
-            tracing::warn!(%error, "cannot read the API server version; the nodes' kubelet versions decide alone");
-            None
-        }
-    };
     let support = SidecarSupport::fixed(false);
     let (first, mut first_seen) = tokio::sync::watch::channel(false);
     tokio::spawn(follow_nodes(
