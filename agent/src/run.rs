@@ -13,7 +13,7 @@ use crate::metrics::Metrics;
 use crate::pod_status::watch::{self, Followed};
 use crate::pod_status::{Freshness, PodStatusSource};
 use crate::probe;
-use crate::server::{self, AppState, ServeError, admin_app, app};
+use crate::server::{self, AppState, ServeError, admin_app, published};
 use healthbridge_runtime::serve::{PlainHttp, serve as serve_http};
 use healthbridge_runtime::{logging, shutdown};
 
@@ -114,7 +114,7 @@ pub async fn serve(mut args: ServeArgs, cancel: CancellationToken) -> Result<(),
     let published = serve_http(
         listeners,
         PlainHttp,
-        app(state.clone()),
+        published(state.clone()),
         args.listen.limits(longest_check),
         cancel.clone(),
     );

@@ -11,9 +11,9 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::future::BoxFuture;
-use healthbridge_runtime::serve::listen;
+use healthbridge_runtime::serve::{App, listen};
 use http::header::CONTENT_TYPE;
-use http::{HeaderMap, HeaderValue, StatusCode, Uri};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use tokio::net::TcpListener;
 
 use crate::endpoints::EndpointChecker;
@@ -76,15 +76,29 @@ impl AppState {
 
 /// The published port's routes.
 pub fn app(state: AppState) -> Router {
-    routes::<false>(state)
+    routes::<false>(Arc::new(state))
+}
+
+/// The published port as served: its routes, with `GET /health` answered from memory before the router (the
+/// same answer as the route's; a load balancer asks it thousands of times a second).
+pub fn published(state: AppState) -> App {
+    let state = Arc::new(state);
+    let at_once = Arc::clone(&state);
+    App::answering_at_once(
+        routes::<false>(state),
+        Arc::new(move |request: &http::request::Parts| {
+            (request.method == Method::GET && request.uri.path() == "/health")
+                .then(|| public_health(&at_once))
+        }),
+    )
 }
 
 /// The admin port's routes: the published ones with every format and detail, and `/metrics`.
 pub fn admin_app(state: AppState) -> Router {
-    routes::<true>(state)
+    routes::<true>(Arc::new(state))
 }
 
-fn routes<const ADMIN: bool>(state: AppState) -> Router<()> {
+fn routes<const ADMIN: bool>(state: Arc<AppState>) -> Router<()> {
     let mut router = Router::new()
         .route("/health", get(health::<ADMIN>))
         .route("/all", get(all::<ADMIN>))
@@ -97,9 +111,11 @@ fn routes<const ADMIN: bool>(state: AppState) -> Router<()> {
             let path_owned = path.to_owned();
             router = router.route(
                 path,
-                get(move |State(state): State<AppState>, headers: HeaderMap| {
-                    exec_answer::<ADMIN>(state, path_owned, headers)
-                }),
+                get(
+                    move |State(state): State<Arc<AppState>>, headers: HeaderMap| {
+                        exec_answer::<ADMIN>(state, path_owned, headers)
+                    },
+                ),
             );
         }
     }
@@ -109,33 +125,50 @@ fn routes<const ADMIN: bool>(state: AppState) -> Router<()> {
             router = router.route(
                 path,
                 get(
-                    move |State(state): State<AppState>, uri: Uri, headers: HeaderMap| {
+                    move |State(state): State<Arc<AppState>>, uri: Uri, headers: HeaderMap| {
                         socket_answer::<ADMIN>(state, path_owned, uri, headers)
                     },
                 ),
             );
         }
     }
+    // Shared behind one Arc: the `State` extractor clones it for every request.
     router.fallback(not_found::<ADMIN>).with_state(state)
 }
 
 // Taking the whole request borrows its URI and headers; the `Uri`/`HeaderMap` extractors would clone them on
 // every health request, the hottest path of the agent.
-async fn health<const ADMIN: bool>(State(state): State<AppState>, request: Request) -> Response {
+async fn health<const ADMIN: bool>(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+) -> Response {
+    if !ADMIN {
+        return public_health(&state);
+    }
     let answer = state.pod.answer();
     state.metrics.health.count(answer.report.healthy());
-    let mut response = if ADMIN {
-        render(
-            &answer.report,
-            "health",
-            Format::negotiate(request.uri().query(), request.headers()),
-            state.unhealthy_status,
-        )
-    } else {
-        render_public(&answer.report, state.unhealthy_status)
-    };
+    let response = render(
+        &answer.report,
+        "health",
+        Format::negotiate(request.uri().query(), request.headers()),
+        state.unhealthy_status,
+    );
+    with_staleness(response, answer.stale_for)
+}
+
+/// `/health` on the published port: the status code and `OK` or the failing checks' names.
+fn public_health(state: &AppState) -> Response {
+    let answer = state.pod.answer();
+    state.metrics.health.count(answer.report.healthy());
+    with_staleness(
+        render_public(&answer.report, state.unhealthy_status),
+        answer.stale_for,
+    )
+}
+
+fn with_staleness(mut response: Response, stale_for: Option<std::time::Duration>) -> Response {
     // The load balancer's side of the trade-off: a `last-known` answer says on every port that it is stale.
-    if let Some(age) = answer.stale_for {
+    if let Some(age) = stale_for {
         response
             .headers_mut()
             .insert(STALE_HEADER, HeaderValue::from(age.as_secs()));
@@ -147,7 +180,7 @@ async fn health<const ADMIN: bool>(State(state): State<AppState>, request: Reque
 pub const STALE_HEADER: &str = "healthbridge-stale";
 
 async fn all<const ADMIN: bool>(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
@@ -178,7 +211,7 @@ pub async fn all_report(state: &AppState) -> Report {
 /// An exec URL. Published port: `ok: <path>` or `unhealthy: <path>` and the status code, never the command's
 /// output. Admin port: the older bridge's detailed body (status, time, escaped output), or JSON on request.
 async fn exec_answer<const ADMIN: bool>(
-    state: AppState,
+    state: Arc<AppState>,
     path: String,
     headers: HeaderMap,
 ) -> Response {
@@ -221,7 +254,7 @@ async fn exec_answer<const ADMIN: bool>(
 /// A socket check's URL: `ok: <path>` / `unhealthy: <path>` on the published port; its reason (text,
 /// `?verbose`, JSON) on the admin port.
 async fn socket_answer<const ADMIN: bool>(
-    state: AppState,
+    state: Arc<AppState>,
     path: String,
     uri: Uri,
     headers: HeaderMap,
@@ -253,12 +286,12 @@ async fn socket_answer<const ADMIN: bool>(
     response
 }
 
-async fn self_check(State(state): State<AppState>) -> &'static str {
+async fn self_check(State(state): State<Arc<AppState>>) -> &'static str {
     state.metrics.self_check.count(true);
     "OK"
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let age = state.pod.seconds_since_update().unwrap_or(-1.0);
     state.metrics.seconds_since_pod_update.set(age);
     let confirmed = state.pod.seconds_since_confirmed().unwrap_or(-1.0);
