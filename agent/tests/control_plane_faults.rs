@@ -313,7 +313,7 @@ async fn an_api_that_answers_gets_but_never_starts_a_watch_keeps_the_answer_conf
     let changed_at = Instant::now();
     api.set_pod(CRASHLOOPING);
     for agent in [&strict, &lenient] {
-        agent
+        let seen = agent
             .until(
                 "the crash loop through the next GET",
                 changed_at,
@@ -326,6 +326,7 @@ async fn an_api_that_answers_gets_but_never_starts_a_watch_keeps_the_answer_conf
             agent.metrics.restarts("timeout") > 0,
             "the watch starts ran into their deadline"
         );
+        eprintln!("measured watch never starts: change→seen {seen:?}");
     }
 }
 
