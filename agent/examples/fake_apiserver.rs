@@ -1,12 +1,12 @@
-//! A loopback stand-in for the Kubernetes API for the agent's benchmark: lists one ready pod, holds watches open,
-//! and counts every request so the benchmark can show how many API calls health requests cause.
+//! A loopback stand-in for the Kubernetes API for the agent's benchmark: answers GETs (and lists) of one ready pod,
+//! holds watches open, and counts every request so the benchmark can show how many API calls health requests cause.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::routing::get;
 use serde::Deserialize;
 
@@ -33,6 +33,12 @@ async fn pods(State(count): State<Arc<AtomicU64>>, Query(query): Query<PodQuery>
     ))
 }
 
+/// `GET pods/NAME`: the agent's confirmation every round.
+async fn pod(State(count): State<Arc<AtomicU64>>, Path(_): Path<(String, String)>) -> Body {
+    count.fetch_add(1, Ordering::Relaxed);
+    Body::from(POD.replace('\n', ""))
+}
+
 async fn count(State(count): State<Arc<AtomicU64>>) -> String {
     count.load(Ordering::Relaxed).to_string()
 }
@@ -49,6 +55,7 @@ fn main() -> std::io::Result<()> {
         let requests = Arc::new(AtomicU64::new(0));
         let app = Router::new()
             .route("/api/v1/namespaces/{namespace}/pods", get(pods))
+            .route("/api/v1/namespaces/{namespace}/pods/{name}", get(pod))
             .route("/requests", get(count))
             .with_state(requests);
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;

@@ -75,9 +75,10 @@ impl Default for Metrics {
         let watch_restarts = Family::<RestartLabels, Counter>::default();
         registry.register(
             "watch_restarts",
-            "Times the pod watch was restarted, by cause: scheduled (the round ended, the agent relists), \
-             resource_expired (410), closed (stream ended early), timeout (no answer in time), \
-             api_error (an error status), transport (connection failed), invalid (undecodable answer)",
+            "Pod GETs retried and watches restarted, by cause: scheduled (a watch ran its timeoutSeconds and \
+             resumed), resource_expired (410), closed (stream ended early), timeout (no answer in time), \
+             api_error (an error status), transport (connection failed), invalid (undecodable answer), \
+             behind (a GET found a pod version the open watch had not delivered)",
             watch_restarts.clone(),
         );
         // Every cause is exported from the start, so a rate() sees the first restart.
@@ -93,7 +94,7 @@ impl Default for Metrics {
         let seconds_since_confirmed_contact = Gauge::<f64, AtomicU64>::default();
         registry.register(
             "seconds_since_confirmed_contact",
-            "Seconds since the API server last confirmed the pod status (list, watch start, event or bookmark); \
+            "Seconds since a GET of the pod last succeeded, the only confirmation of the pod status; \
              beyond MAX_STALENESS the status is unknown or stale (-1 before the first contact or without a watch)",
             seconds_since_confirmed_contact.clone(),
         );
@@ -139,7 +140,7 @@ impl Default for Metrics {
 }
 
 /// The values of the `cause` label of `watch_restarts`.
-pub const RESTART_CAUSES: [&str; 7] = [
+pub const RESTART_CAUSES: [&str; 8] = [
     "scheduled",
     "resource_expired",
     "closed",
@@ -147,6 +148,7 @@ pub const RESTART_CAUSES: [&str; 7] = [
     "api_error",
     "transport",
     "invalid",
+    "behind",
 ];
 
 impl Metrics {

@@ -1,6 +1,7 @@
 //! `/health` under control-plane faults, against a fake API server on loopback that fails at the TCP level: the
-//! answer turns "pod status unknown since …" within MAX_STALENESS + 2 s of any fault, `last-known` keeps it but
-//! marks it stale, and both are back to the true state within 5 s of the API answering again.
+//! answer turns "pod status unknown since …" within MAX_STALENESS + 2 s of any fault that stops the GETs (a watch
+//! that keeps delivering does not help), `last-known` keeps it but marks it stale, and both are back to the true
+//! state within 5 s of the API answering again. A broken or silent watch alone costs latency, never freshness.
 #![allow(clippy::unwrap_used)]
 
 mod fake_api;
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use fake_api::{FakeApi, Fault};
+use fake_api::{FakeApi, Fault, Kind};
 use healthbridge_agent::metrics::Metrics;
 use healthbridge_agent::pod_status::watch::{self, Followed, PodState};
 use healthbridge_agent::pod_status::{Freshness, OnStale, PodStatusSource, Target};
@@ -28,11 +29,15 @@ const MAX_STALENESS: Duration = Duration::from_secs(2);
 /// The bound of the issue: unhealthy (or marked stale) no later than MAX_STALENESS + 2 s after the fault.
 const DETECTION_BOUND: Duration = Duration::from_secs(4);
 const RECOVERY_BOUND: Duration = Duration::from_secs(5);
+/// A change the watch missed is seen at the next GET: at most one round (MAX_STALENESS / 2), plus a second for the
+/// request and the polling on a busy machine.
+const ONE_ROUND_AND_SLACK: Duration = Duration::from_secs(2);
 
 /// An agent following pod `web-0` at the fake API, answering `/health` through its real router.
 struct Agent {
     state: channel::Receiver<PodState>,
     router: axum::Router,
+    metrics: Arc<Metrics>,
     _cancel: DropGuard,
 }
 
@@ -54,6 +59,12 @@ impl Answer {
             && self
                 .body
                 .contains("[-]pod failed: pod status unknown since ")
+    }
+
+    fn crashlooping(&self) -> bool {
+        self.status == StatusCode::SERVICE_UNAVAILABLE
+            && self.stale.is_none()
+            && self.body.contains("CrashLoopBackOff")
     }
 
     fn stale_but_healthy(&self) -> bool {
@@ -116,11 +127,12 @@ impl Agent {
         let router = admin_app(AppState::new(
             source,
             StatusCode::SERVICE_UNAVAILABLE,
-            metrics,
+            Arc::clone(&metrics),
         ));
         Self {
             state,
             router,
+            metrics,
             _cancel: cancel.drop_guard(),
         }
     }
@@ -283,8 +295,39 @@ async fn a_blackholed_api_accepts_connections_and_never_answers() {
 }
 
 #[tokio::test]
-async fn an_api_that_answers_lists_but_never_starts_a_watch() {
-    fault_is_detected_and_recovered(Fault::WatchHangs).await;
+async fn an_api_that_answers_gets_but_never_starts_a_watch_keeps_the_answer_confirmed_and_current()
+{
+    let api = FakeApi::start(READY).await;
+    let (strict, lenient) = ready_agents(&api).await;
+    api.set_fault(Fault::WatchHangs).await;
+    // Only the GETs confirm, and they still work: never stale.
+    for agent in [&strict, &lenient] {
+        agent
+            .holds_for(
+                "200 while no watch can start",
+                MAX_STALENESS * 2,
+                Answer::ok,
+            )
+            .await;
+    }
+    let changed_at = Instant::now();
+    api.set_pod(CRASHLOOPING);
+    for agent in [&strict, &lenient] {
+        let seen = agent
+            .until(
+                "the crash loop through the next GET",
+                changed_at,
+                ONE_ROUND_AND_SLACK,
+                Answer::crashlooping,
+                |a| a.ok() || a.crashlooping(),
+            )
+            .await;
+        assert!(
+            agent.metrics.restarts("timeout") > 0,
+            "the watch starts ran into their deadline"
+        );
+        eprintln!("measured watch never starts: change→seen {seen:?}");
+    }
 }
 
 #[tokio::test]
@@ -373,9 +416,30 @@ async fn a_one_second_cut_then_a_quiet_resumed_watch_stays_200() {
         )
         .await;
     let requests = api.requests();
-    let watch = requests.iter().find(|r| r.contains("watch=true")).unwrap();
+    // The GET carries no resourceVersion: kube-apiserver reads it from etcd, not from its watch cache.
+    assert!(
+        requests
+            .iter()
+            .filter(|r| Kind::of(r) == Kind::Get)
+            .all(|r| r == "/api/v1/namespaces/shop/pods/web-0"),
+        "{requests:?}"
+    );
+    let watch = requests
+        .iter()
+        .find(|r| Kind::of(r) == Kind::Watch)
+        .unwrap();
     assert!(watch.contains("allowWatchBookmarks=true"), "{watch}");
-    assert!(watch.contains("timeoutSeconds=1&"), "{watch}");
+    assert!(
+        watch.contains("fieldSelector=metadata.name%3Dweb-0"),
+        "{watch}"
+    );
+    let lifetime: u32 = watch
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("timeoutSeconds="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((232..=290).contains(&lifetime), "{watch}");
     eprintln!("measured 1 s cut: heal→200 {back:?}");
 }
 
@@ -417,9 +481,187 @@ async fn after_an_outage_the_agent_answers_the_pods_true_state() {
     }
 }
 
+/// Polls until `done`, with backoff; fails past `within`.
+async fn eventually(what: &str, within: Duration, done: impl Fn() -> bool) {
+    let start = Instant::now();
+    let mut delay = Duration::from_millis(10);
+    while !done() {
+        assert!(start.elapsed() < within, "{what}: not within {within:?}");
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(100));
+    }
+}
+
 #[tokio::test]
-async fn a_bookmark_confirms_the_state_without_a_new_request() {
-    // A long staleness: no round ends during the test, so only the bookmark can advance the clock.
+async fn a_watch_that_keeps_delivering_events_and_bookmarks_does_not_keep_the_answer_fresh_while_gets_fail()
+ {
+    let api = Arc::new(FakeApi::start(READY).await);
+    let agent = Agent::start(&api, OnStale::Unhealthy);
+    let start = Instant::now();
+    agent
+        .until("the first 200", start, RECOVERY_BOUND, Answer::ok, anything)
+        .await;
+    eventually("a watch", RECOVERY_BOUND, || api.count(Kind::Watch) > 0).await;
+
+    // etcd is gone: reads fail, the API server's cache keeps the watch going.
+    let fault_at = Instant::now();
+    api.set_fault(Fault::ReadsFail).await;
+    api.set_pod(CRASHLOOPING);
+    agent
+        .until(
+            "the crash loop, from the watch at once",
+            fault_at,
+            Duration::from_secs(1),
+            Answer::crashlooping,
+            |a| a.ok(),
+        )
+        .await;
+    let confirmed = agent.state.borrow().confirmed.unwrap().at;
+    let bookmarks = {
+        let api = Arc::clone(&api);
+        tokio::spawn(async move {
+            loop {
+                api.bookmark();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let to_unknown = agent
+        .until(
+            "unknown since, despite the events and bookmarks",
+            fault_at,
+            DETECTION_BOUND,
+            Answer::unknown,
+            Answer::crashlooping,
+        )
+        .await;
+    bookmarks.abort();
+    assert_eq!(
+        agent.state.borrow().confirmed.unwrap().at,
+        confirmed,
+        "an event or a bookmark advanced the confirmed contact"
+    );
+    assert!(
+        agent
+            .state
+            .borrow()
+            .failure
+            .as_deref()
+            .is_some_and(|f| f.contains("answered 503 to the GET")),
+        "{:?}",
+        agent.state.borrow().failure
+    );
+
+    let healed_at = Instant::now();
+    api.set_fault(Fault::None).await;
+    agent
+        .until(
+            "the crash loop, confirmed again",
+            healed_at,
+            RECOVERY_BOUND,
+            Answer::crashlooping,
+            anything,
+        )
+        .await;
+    eprintln!(
+        "measured reads failing, watch delivering (MAX_STALENESS {MAX_STALENESS:?}): fault→503 unknown {to_unknown:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_watch_that_went_silent_misses_a_change_and_the_next_get_shows_it_and_restarts_the_watch()
+{
+    let api = FakeApi::start(READY).await;
+    let agent = Agent::start(&api, OnStale::Unhealthy);
+    let start = Instant::now();
+    agent
+        .until("the first 200", start, RECOVERY_BOUND, Answer::ok, anything)
+        .await;
+    eventually("a watch", RECOVERY_BOUND, || api.count(Kind::Watch) > 0).await;
+
+    api.set_fault(Fault::WatchSilent).await;
+    let changed_at = Instant::now();
+    api.set_pod(CRASHLOOPING);
+    let seen = agent
+        .until(
+            "the crash loop through the next GET",
+            changed_at,
+            ONE_ROUND_AND_SLACK,
+            Answer::crashlooping,
+            |a| a.ok(),
+        )
+        .await;
+    assert_eq!(
+        agent.metrics.restarts("behind"),
+        1,
+        "the GET restarts the watch that missed the change"
+    );
+    eventually(
+        "the watch restarted after the GET's version",
+        RECOVERY_BOUND,
+        || {
+            api.requests()
+                .iter()
+                .any(|r| Kind::of(r) == Kind::Watch && r.ends_with("&resourceVersion=2"))
+        },
+    )
+    .await;
+    // The GETs keep it confirmed although the watch says nothing.
+    agent
+        .holds_for(
+            "the crash loop, confirmed",
+            MAX_STALENESS * 2,
+            Answer::crashlooping,
+        )
+        .await;
+    eprintln!("measured silent watch: change→seen {seen:?}");
+}
+
+#[tokio::test]
+async fn in_steady_state_each_round_is_one_get_and_the_watch_is_not_restarted() {
+    let api = FakeApi::start(READY).await;
+    let agent = Agent::start(&api, OnStale::Unhealthy);
+    let start = Instant::now();
+    agent
+        .until("the first 200", start, RECOVERY_BOUND, Answer::ok, anything)
+        .await;
+    eventually("a watch", RECOVERY_BOUND, || api.count(Kind::Watch) > 0).await;
+    let (gets, watches) = (api.count(Kind::Get), api.count(Kind::Watch));
+
+    let period = Duration::from_secs(5);
+    let from = Instant::now();
+    agent
+        .holds_for("200 on a quiet pod", period, Answer::ok)
+        .await;
+    let elapsed = from.elapsed();
+
+    let gets = api.count(Kind::Get) - gets;
+    // Rounds last 80–100 % of MAX_STALENESS / 2, plus the GET itself: one GET each, no more.
+    let shortest_round = (MAX_STALENESS / 2).mul_f64(0.8);
+    let most = (elapsed.as_secs_f64() / shortest_round.as_secs_f64()).ceil() as usize + 1;
+    let fewest = (elapsed.as_secs_f64() / (MAX_STALENESS / 2).as_secs_f64()) as usize / 2;
+    assert!(
+        (fewest..=most).contains(&gets),
+        "{gets} GETs in {elapsed:?}, expected {fewest}..={most}: {:?}",
+        api.requests()
+    );
+    assert_eq!(
+        api.count(Kind::Watch) - watches,
+        0,
+        "the watch lives for minutes: {:?}",
+        api.requests()
+    );
+    assert_eq!(api.count(Kind::List), 0, "{:?}", api.requests());
+    eprintln!(
+        "counted in {elapsed:?} (rounds of {:?}–{:?}): {gets} GETs, 0 watch starts, 0 lists",
+        shortest_round,
+        MAX_STALENESS / 2
+    );
+}
+
+#[tokio::test]
+async fn a_watch_event_changes_the_answer_at_once_without_waiting_for_a_get() {
+    // A long staleness: the next GET is 24–30 s away, so only the watch can bring the change within the test.
     let api = FakeApi::start(READY).await;
     let agent = Agent::start_with(
         &api,
@@ -431,31 +673,20 @@ async fn a_bookmark_confirms_the_state_without_a_new_request() {
     agent
         .until("the first 200", start, RECOVERY_BOUND, Answer::ok, anything)
         .await;
-    let watching = || api.requests().iter().any(|r| r.contains("watch=true"));
-    let mut delay = Duration::from_millis(10);
-    while !watching() {
-        assert!(
-            start.elapsed() < RECOVERY_BOUND,
-            "no watch: {:?}",
-            api.requests()
-        );
-        tokio::time::sleep(delay).await;
-        delay *= 2;
-    }
-    let confirmed = agent.state.borrow().confirmed.unwrap().at;
-    // Lets the clock move on, so that a confirmation is visible as a later instant.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let requests = api.requests().len();
+    eventually("a watch", RECOVERY_BOUND, || api.count(Kind::Watch) > 0).await;
+    let gets = api.count(Kind::Get);
 
-    api.bookmark();
-    let mut delay = Duration::from_millis(10);
-    while agent.state.borrow().confirmed.unwrap().at == confirmed {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "the bookmark confirmed nothing"
-        );
-        tokio::time::sleep(delay).await;
-        delay *= 2;
-    }
-    assert_eq!(api.requests().len(), requests, "{:?}", api.requests());
+    let changed_at = Instant::now();
+    api.set_pod(CRASHLOOPING);
+    let seen = agent
+        .until(
+            "the crash loop from the watch",
+            changed_at,
+            Duration::from_secs(1),
+            Answer::crashlooping,
+            Answer::ok,
+        )
+        .await;
+    assert_eq!(api.count(Kind::Get), gets, "{:?}", api.requests());
+    eprintln!("measured watch event: change→seen {seen:?}");
 }

@@ -1,30 +1,35 @@
-//! The watch's timetable, derived from `MAX_STALENESS` so that a healthy API confirms the state well within it.
+//! The pod's timetable: GET rounds derived from `MAX_STALENESS` so that a healthy API confirms the state well within
+//! it, and the lifetime of the watch beside them.
 
 use std::time::Duration;
 
-/// Shortest round: below this the agent would spend more time relisting than watching.
+/// Shortest round: a GET every quarter second is already more than any pod's status is worth.
 const MIN_ROUND: Duration = Duration::from_millis(250);
-/// Longest round: kube-apiserver's own default watch timeout is a little under 5 minutes.
+/// Longest round, and the longest watch: under 5 minutes, the watch timeout client-go's reflectors use, which API
+/// servers and the load balancers in front of them are tuned for.
 const MAX_ROUND: Duration = Duration::from_secs(290);
-/// A list or a watch start slower than this is a broken API, whatever `MAX_STALENESS` says.
+/// A GET or a watch start slower than this is a broken API, whatever `MAX_STALENESS` says.
 const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// Caps the wait between retries, so the true state is back within seconds once the API answers again.
 const BACKOFF_CAP: Duration = Duration::from_secs(4);
-/// How much shorter than [`Schedule::round`] a round may be. Agents that (re)connected together, after an API
-/// server restart or a rollout, would otherwise relist in lockstep for ever (10,000 lists in the same second);
-/// drawn per round, the lengths drift apart. Only shorter, never longer: the freshness budget is kept.
+/// How much shorter than [`Schedule::round`] a round (and than [`Schedule::watch`] a watch) may be. Agents that
+/// (re)connected together, after an API server restart or a rollout, would otherwise send their GETs in lockstep
+/// for ever (10,000 in the same second) and restart their watches together; drawn anew each time, the lengths
+/// drift apart. Only shorter, never longer: the freshness budget is kept.
 pub const ROUND_JITTER: f64 = 0.2;
 
-/// When the watch relists, how long it waits for an answer, how it backs off.
+/// When the agent GETs its pod, how long it waits for an answer, how it backs off, how long a watch lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Schedule {
-    /// Every round starts with a list (a consistent read, so it needs a working etcd behind the API server) and
-    /// then watches until the round is over. Half of `MAX_STALENESS`: on a quiet pod the list and the watch start
-    /// are the only confirmations, and the next round's list must land before the state goes stale.
+    /// Every round is one GET of the pod (without resourceVersion: a quorum read from etcd, the only confirmation).
+    /// Half of `MAX_STALENESS`, so that the next GET lands before the state goes stale even after one failure.
     pub round: Duration,
-    /// Longest wait for the answer to a list or for a watch to start; a blackholed API server is noticed here.
+    /// Longest wait for the answer to a GET or for a watch to start; a blackholed API server is noticed here.
     pub request_timeout: Duration,
+    /// The longest `timeoutSeconds` of a watch; the API server ends it, the agent resumes it from its last
+    /// resourceVersion. Not part of the freshness budget: the watch only brings changes early.
+    pub watch: Duration,
     pub backoff_min: Duration,
     pub backoff_max: Duration,
 }
@@ -35,6 +40,7 @@ impl Schedule {
         Self {
             round,
             request_timeout: round.min(MAX_REQUEST_TIMEOUT),
+            watch: MAX_ROUND,
             backoff_min: BACKOFF_MIN,
             backoff_max: round.clamp(Duration::from_millis(500), BACKOFF_CAP),
         }
@@ -50,10 +56,15 @@ impl Schedule {
         self.round - self.round.mul_f64(ROUND_JITTER * random.clamp(0.0, 1.0))
     }
 
-    /// `timeoutSeconds` of the watch request: the API server ends the watch by itself no earlier than the round.
-    pub fn server_timeout_secs(&self) -> u32 {
-        let secs = self.round.as_secs() + u64::from(self.round.subsec_nanos() > 0);
-        u32::try_from(secs.max(1)).unwrap_or(u32::MAX)
+    /// `timeoutSeconds` of the next watch: somewhere in `[(1 - ROUND_JITTER) × watch, watch]`, whole seconds.
+    pub fn watch_timeout_secs(&self) -> u32 {
+        self.watch_timeout_secs_with(fastrand::f64())
+    }
+
+    /// `random` in `[0, 1)` picks how much shorter than `watch` this watch is.
+    pub fn watch_timeout_secs_with(&self, random: f64) -> u32 {
+        let lifetime = self.watch - self.watch.mul_f64(ROUND_JITTER * random.clamp(0.0, 1.0));
+        u32::try_from(lifetime.as_secs().max(1)).unwrap_or(u32::MAX)
     }
 }
 
@@ -98,23 +109,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_default_staleness_relists_every_15_s_and_waits_at_most_4_s_between_retries() {
+    fn the_default_staleness_gets_the_pod_every_15_s_and_waits_at_most_4_s_between_retries() {
         let schedule = Schedule::for_max_staleness(Duration::from_secs(30));
         assert_eq!(schedule.round, Duration::from_secs(15));
         assert_eq!(schedule.request_timeout, Duration::from_secs(15));
         assert_eq!(schedule.backoff_max, Duration::from_secs(4));
-        assert_eq!(schedule.server_timeout_secs(), 15);
     }
 
     #[test]
-    fn a_short_staleness_gives_short_rounds_and_a_whole_second_server_timeout() {
+    fn a_short_staleness_gives_short_rounds_but_the_same_long_watch() {
         let schedule = Schedule::for_max_staleness(Duration::from_secs(2));
         assert_eq!(schedule.round, Duration::from_secs(1));
         assert_eq!(schedule.backoff_max, Duration::from_secs(1));
-        assert_eq!(schedule.server_timeout_secs(), 1);
+        assert_eq!(schedule.watch, MAX_ROUND);
         let tiny = Schedule::for_max_staleness(Duration::from_millis(100));
         assert_eq!(tiny.round, MIN_ROUND);
-        assert_eq!(tiny.server_timeout_secs(), 1);
+    }
+
+    #[test]
+    fn a_watch_lives_between_232_and_290_s_drawn_anew_each_time() {
+        let schedule = Schedule::for_max_staleness(Duration::from_secs(30));
+        assert_eq!(schedule.watch_timeout_secs_with(0.0), 290);
+        assert_eq!(schedule.watch_timeout_secs_with(1.0), 232);
+        let drawn: std::collections::HashSet<u32> =
+            (0..1000).map(|_| schedule.watch_timeout_secs()).collect();
+        assert!(
+            drawn.iter().all(|secs| (232..=290).contains(secs)),
+            "{drawn:?}"
+        );
+        assert!(drawn.len() > 30, "spread over the range: {}", drawn.len());
     }
 
     #[test]
@@ -156,15 +179,11 @@ mod tests {
                 "{round:?}"
             );
         }
-        // The server's own timeout never ends a round early.
-        assert!(
-            u64::from(schedule.server_timeout_secs()) >= schedule.round_length_with(0.0).as_secs()
-        );
     }
 
     #[test]
-    fn agents_that_reconnect_together_do_not_relist_together() {
-        // 1,000 agents back at the same instant (an API server restart): where their next lists land.
+    fn agents_that_reconnect_together_do_not_get_together() {
+        // 1,000 agents back at the same instant (an API server restart): where their next GETs land.
         let schedule = Schedule::for_max_staleness(Duration::from_secs(30));
         let mut rng = fastrand::Rng::with_seed(16);
         let mut at: Vec<Duration> = vec![Duration::ZERO; 1000];

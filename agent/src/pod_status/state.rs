@@ -12,14 +12,15 @@ use crate::report::{CheckResult, Report};
 /// What the watch knows right now. Cheap to clone: the answer is shared.
 #[derive(Debug, Clone, Default)]
 pub struct PodState {
-    /// The answer from the last pod seen (or its absence); `None` until the first list completed.
+    /// The answer from the last pod seen (or its absence); `None` until the first GET answered.
     pub health: Option<Arc<Health>>,
-    /// When the pod object itself last arrived (a list or an event).
+    /// When the pod object last arrived: a GET's answer, or a watch event that changed the answer.
     pub last_update: Option<Contact>,
-    /// When the API server last confirmed the state: a successful list, a watch start, an event or a bookmark.
-    /// Freshness is measured from here, never from the first error: errors may be hidden, retried or absent.
+    /// When a GET of the pod last succeeded: answered from etcd, it is the only proof that the state is current
+    /// (watch starts, events and bookmarks come from the API server's cache, which outlives etcd). Freshness is
+    /// measured from here, never from the first error: errors may be hidden, retried or absent.
     pub confirmed: Option<Contact>,
-    /// The latest failure since the last confirmation, for the reason of an unknown or stale answer.
+    /// The latest failed GET since the last confirmation, for the reason of an unknown or stale answer.
     pub failure: Option<String>,
     /// The API refused us the pod (403): the pod status is not something this agent can know.
     pub access_denied: bool,
@@ -226,7 +227,7 @@ mod tests {
     }
 
     #[test]
-    fn before_the_first_listing_the_pod_is_unhealthy() {
+    fn before_the_first_get_the_pod_is_unhealthy() {
         let health = source(PodState::default(), UNHEALTHY).current();
         assert!(!health.healthy());
         assert!(health.checks[0].reason.contains("not known yet"));

@@ -1,18 +1,22 @@
-//! Follows one pod with list + watch rounds and keeps the evaluated answer and its confirmation time in memory,
-//! so health requests never reach the API.
+//! Follows one pod with a GET every round (the only confirmation) and a long-lived watch beside it (changes at once),
+//! and keeps the evaluated answer and its confirmation time in memory, so health requests never reach the API.
 //!
-//! Why not kube-runtime's `watcher`: it hides the contacts that prove the state is current (watch starts,
-//! bookmarks) and resumes silently, so an agent built on it can only count errors, and errors are exactly what a
-//! blackholed connection or kube-client's retry layer never produce. Here every step that confirms the state
-//! advances the clock in [`PodState::confirmed`], and every step has a deadline.
+//! Why a GET confirms and nothing else does: kube-apiserver answers a GET without resourceVersion from etcd (a
+//! quorum read), never from its watch cache, so a successful GET proves that etcd answered just now. Watch starts,
+//! events and bookmarks come from the watch cache, which keeps serving when etcd is gone. Which version to answer
+//! from, and where the watch starts, is decided by the pure [`Tracker`].
+//!
+//! Why not kube-runtime's `watcher`: it resumes silently and hides where each answer came from, so an agent built on
+//! it can only count errors, and errors are exactly what a blackholed connection or kube-client's retry layer never
+//! produce. Here every request has a deadline and only a GET's answer advances [`PodState::confirmed`].
 
 use std::error::Error as _;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{ListParams, WatchEvent, WatchParams};
+use kube::api::{WatchEvent, WatchParams};
 use kube::core::Status;
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::watch;
@@ -21,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::schedule::{Backoff, Schedule};
 pub use super::state::{Contact, PodState};
+use super::tracker::{AfterEvent, AfterGet, GetTicket, Start, Tracker, Version};
 use super::{Target, evaluate, missing_pod};
 use crate::metrics::Metrics;
 
@@ -32,15 +37,16 @@ pub struct Followed {
     pub target: Target,
 }
 
-/// The API client of the watch, without kube-client's retry layer: that layer retries 429/503/504 inside a
-/// request and so hides them; the watch retries itself, with jittered backoff, a deadline and the error in the
+/// The API client of the agent, without kube-client's retry layer: that layer retries 429/503/504 inside a
+/// request and so hides them; the agent retries itself, with jittered backoff, a deadline and the error in the
 /// reason. (The staleness bound does not depend on it: a retried request only runs into the deadline.)
 pub fn client(mut config: kube::Config) -> Result<Client, kube::Error> {
     config.default_retry = false;
     Client::try_from(config)
 }
 
-/// Starts following the pod; the returned receiver always holds the latest state.
+/// Starts following the pod; the returned receiver always holds the latest state. The GET rounds and the watch run
+/// as two tasks, so with kube's HTTP/1.1 client each agent holds two connections to the API server.
 pub fn spawn(
     client: Client,
     pod: Followed,
@@ -49,24 +55,35 @@ pub fn spawn(
     cancel: CancellationToken,
 ) -> watch::Receiver<PodState> {
     let (tx, rx) = watch::channel(PodState::default());
-    let watcher = Watcher::new(client, pod, max_staleness, tx, metrics);
+    let schedule = Schedule::for_max_staleness(max_staleness);
+    let shared = Arc::new(Shared {
+        api: Api::namespaced(client, &pod.namespace),
+        selector: format!("metadata.name={}", pod.name),
+        pod,
+        schedule,
+        metrics,
+        tx,
+        tracker: Mutex::new(Tracker::default()),
+        orders: watch::channel(0).0,
+    });
+    let getter = Getter {
+        shared: Arc::clone(&shared),
+        max_staleness,
+        backoff: Backoff::new(&schedule),
+        reported_failure: false,
+        reported_stale: false,
+    };
+    let watcher = Watcher {
+        shared,
+        backoff: Backoff::new(&schedule),
+        reported_failure: false,
+    };
+    tokio::spawn(getter.run(cancel.clone()));
     tokio::spawn(watcher.run(cancel));
     rx
 }
 
-/// Where the watch is: every round starts with a list and watches until `round_end`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Phase {
-    List,
-    /// A failed watch is retried as a watch from `resource_version` until it starts again: lists alone would
-    /// turn the agent into a poller that hides a broken watch path.
-    Watch {
-        resource_version: String,
-        round_end: Instant,
-    },
-}
-
-/// Why the watch was restarted: the `cause` label of `watch_restarts`.
+/// Why a request was retried or the watch restarted: the `cause` label of `watch_restarts`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Cause {
     Scheduled,
@@ -76,6 +93,7 @@ enum Cause {
     ApiError,
     Transport,
     Invalid,
+    Behind,
 }
 
 impl Cause {
@@ -88,221 +106,126 @@ impl Cause {
             Self::ApiError => "api_error",
             Self::Transport => "transport",
             Self::Invalid => "invalid",
+            Self::Behind => "behind",
         }
     }
 }
 
-/// One failed step: what to tell the operator, and where to go on.
+/// The request that failed, for the operator's message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Request {
+    Get,
+    WatchStart,
+    Watch,
+}
+
+impl Request {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Get => "GET",
+            Self::WatchStart => "watch start",
+            Self::Watch => "watch",
+        }
+    }
+
+    fn verb(self) -> &'static str {
+        match self {
+            Self::Get => "reading",
+            Self::WatchStart | Self::Watch => "watching",
+        }
+    }
+}
+
+/// One failed request: what to tell the operator, and how long to wait.
 #[derive(Debug)]
 struct Failure {
     cause: Cause,
     message: String,
     code: Option<u16>,
     retry_after: Option<Duration>,
-    then: Phase,
 }
 
 impl Failure {
-    fn new(cause: Cause, message: String, then: Phase) -> Self {
+    fn new(cause: Cause, message: String) -> Self {
         Self {
             cause,
             message,
             code: None,
             retry_after: None,
-            then,
         }
     }
 
-    /// A 410 is not an outage: the resourceVersion is too old, relist at once.
+    /// A 410 is not an outage: the resourceVersion is older than the API server's history, watch from now.
     fn expired(&self) -> bool {
         self.cause == Cause::ResourceExpired
     }
 }
 
-struct Watcher {
+/// What both tasks share: the API, the decisions, and the state `/health` reads.
+struct Shared {
     api: Api<Pod>,
     selector: String,
     pod: Followed,
     schedule: Schedule,
-    max_staleness: Duration,
-    backoff: Backoff,
-    tx: watch::Sender<PodState>,
     metrics: Arc<Metrics>,
-    /// The operator has been told about the current failure (once, not every backoff).
-    reported_failure: bool,
-    /// The operator has been told that the state went stale.
-    reported_stale: bool,
+    tx: watch::Sender<PodState>,
+    tracker: Mutex<Tracker>,
+    /// The tracker's watch generation: the watch task drops its stream as soon as this moves on.
+    orders: watch::Sender<u64>,
 }
 
-impl Watcher {
-    fn new(
-        client: Client,
-        pod: Followed,
-        max_staleness: Duration,
-        tx: watch::Sender<PodState>,
-        metrics: Arc<Metrics>,
-    ) -> Self {
-        let schedule = Schedule::for_max_staleness(max_staleness);
-        Self {
-            api: Api::namespaced(client, &pod.namespace),
-            selector: format!("metadata.name={}", pod.name),
-            pod,
-            schedule,
-            max_staleness,
-            backoff: Backoff::new(&schedule),
-            tx,
-            metrics,
-            reported_failure: false,
-            reported_stale: false,
-        }
+impl Shared {
+    /// Locked while deciding and publishing, so that answers go out in the order the tracker decided them.
+    fn tracker(&self) -> MutexGuard<'_, Tracker> {
+        // The tracker's methods cannot panic halfway; a poisoned lock still holds a consistent tracker.
+        self.tracker.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Runs until `cancel`: rounds of list + watch, backing off after every failure.
-    async fn run(mut self, cancel: CancellationToken) {
-        let mut phase = Phase::List;
-        loop {
-            let step = async {
-                match phase.clone() {
-                    Phase::List => self.list().await,
-                    Phase::Watch {
-                        resource_version,
-                        round_end,
-                    } => self.watch(resource_version, round_end).await,
-                }
-            };
-            let outcome = tokio::select! {
-                () = cancel.cancelled() => return,
-                outcome = step => outcome,
-            };
-            match outcome {
-                Ok(next) => phase = next,
-                Err(failure) => {
-                    self.metrics.count_restart(failure.cause.label());
-                    let delay = if failure.expired() {
-                        Duration::ZERO
-                    } else {
-                        self.backoff.delay(failure.retry_after)
-                    };
-                    self.failed(&failure);
-                    phase = failure.then;
-                    tokio::select! {
-                        () = cancel.cancelled() => return,
-                        () = tokio::time::sleep(delay) => {}
-                    }
-                }
-            }
-        }
+    /// Tells the watch task where the tracker wants the watch now.
+    fn announce(&self, tracker: &Tracker) {
+        let generation = tracker.generation();
+        self.orders.send_if_modified(|current| {
+            let changed = *current != generation;
+            *current = generation;
+            changed
+        });
     }
 
-    /// The first step of a round: a consistent read of the pod, which confirms the state as of now.
-    async fn list(&mut self) -> Result<Phase, Failure> {
-        let params = ListParams::default().fields(&self.selector);
-        let list = tokio::time::timeout(self.schedule.request_timeout, self.api.list(&params))
-            .await
-            .map_err(|_| self.no_answer("list", Phase::List))?
-            .map_err(|error| self.failure("list", &error, Phase::List))?;
-        let round_end = Instant::now() + self.schedule.round_length();
-        let Some(resource_version) = list.metadata.resource_version.filter(|rv| !rv.is_empty())
-        else {
-            return Err(Failure::new(
-                Cause::Invalid,
-                "the API server's pod list has no resourceVersion to watch from".to_owned(),
-                Phase::List,
-            ));
-        };
-        let pod = list
-            .items
-            .into_iter()
-            .find(|pod| pod.metadata.name.as_deref() == Some(self.pod.name.as_str()));
-        self.publish(pod.as_ref());
-        Ok(Phase::Watch {
-            resource_version,
-            round_end,
+    fn health_of(&self, pod: Option<&Pod>) -> Arc<super::Health> {
+        Arc::new(match pod {
+            Some(pod) => evaluate(pod, &self.pod.target),
+            None => missing_pod(&self.pod.name, &self.pod.namespace),
         })
     }
 
-    /// Watches from `resource_version` until `round_end`; a start, every event and every bookmark confirm the state.
-    async fn watch(
-        &mut self,
-        mut resource_version: String,
-        round_end: Instant,
-    ) -> Result<Phase, Failure> {
-        let params = WatchParams::default()
-            .fields(&self.selector)
-            .timeout(self.schedule.server_timeout_secs());
-        let retry = |rv: &str| Phase::Watch {
-            resource_version: rv.to_owned(),
-            round_end,
-        };
-        let started = tokio::time::timeout(
-            self.schedule.request_timeout,
-            self.api.watch(&params, &resource_version),
-        )
-        .await
-        .map_err(|_| self.no_answer("watch start", retry(&resource_version)))?
-        .map_err(|error| self.failure("watch start", &error, retry(&resource_version)))?;
-        self.confirm();
-        let mut events = std::pin::pin!(started);
-        loop {
-            let Ok(next) = tokio::time::timeout_at(round_end, events.next()).await else {
-                return Ok(self.round_over());
-            };
-            match next {
-                None if Instant::now() >= round_end => return Ok(self.round_over()),
-                None => {
-                    return Err(Failure::new(
-                        Cause::Closed,
-                        "the watch stream ended before its timeout".to_owned(),
-                        retry(&resource_version),
-                    ));
-                }
-                Some(Ok(WatchEvent::Added(pod) | WatchEvent::Modified(pod))) => {
-                    resource_version = pod.resource_version().unwrap_or(resource_version);
-                    self.publish(Some(&pod));
-                }
-                Some(Ok(WatchEvent::Deleted(pod))) => {
-                    resource_version = pod.resource_version().unwrap_or(resource_version);
-                    self.publish(None);
-                }
-                Some(Ok(WatchEvent::Bookmark(bookmark))) => {
-                    resource_version = bookmark.metadata.resource_version;
-                    self.confirm();
-                }
-                Some(Ok(WatchEvent::Error(status))) => {
-                    return Err(self.status_failure("watch", &status, retry(&resource_version)));
-                }
-                Some(Err(error)) => {
-                    return Err(self.failure("watch", &error, retry(&resource_version)));
-                }
-            }
-        }
+    /// A 404 that names this pod: the API server says it does not exist, which is an answer, not an error.
+    fn names_this_pod(&self, status: &Status) -> bool {
+        status.code == 404
+            && status.reason == "NotFound"
+            && status
+                .details
+                .as_ref()
+                .is_some_and(|details| details.name == self.pod.name && details.kind == "pods")
     }
 
-    /// A watch that ran its course: the next round relists, so a frozen API (etcd gone) cannot keep vouching.
-    fn round_over(&mut self) -> Phase {
-        self.metrics.count_restart(Cause::Scheduled.label());
-        self.backoff.reset();
-        Phase::List
-    }
-
-    fn no_answer(&self, what: &str, then: Phase) -> Failure {
+    fn no_answer(&self, request: Request) -> Failure {
         Failure::new(
             Cause::Timeout,
             format!(
-                "no answer from the API server to the {what} within {}",
+                "no answer from the API server to the {} within {}",
+                request.label(),
                 humantime::format_duration(self.schedule.request_timeout)
             ),
-            then,
         )
     }
 
-    fn failure(&self, what: &str, error: &kube::Error, then: Phase) -> Failure {
+    fn failure(&self, request: Request, error: &kube::Error) -> Failure {
+        let what = request.label();
         match error {
-            kube::Error::Api(status) => self.status_failure(what, status, then),
+            kube::Error::Api(status) => self.status_failure(request, status),
             kube::Error::SerdeError(_) | kube::Error::FromUtf8(_) => Failure::new(
                 Cause::Invalid,
                 format!("undecodable {what} answer: {error}"),
-                then,
             ),
             _ => Failure::new(
                 Cause::Transport,
@@ -310,29 +233,28 @@ impl Watcher {
                     "cannot reach the API server for the {what}: {}",
                     chain(error)
                 ),
-                then,
             ),
         }
     }
 
-    fn status_failure(&self, what: &str, status: &Status, then: Phase) -> Failure {
-        let (name, namespace) = (&self.pod.name, &self.pod.namespace);
-        let (cause, then, message) = match status.code {
+    fn status_failure(&self, request: Request, status: &Status) -> Failure {
+        let (name, namespace, what) = (&self.pod.name, &self.pod.namespace, request.label());
+        let (cause, message) = match status.code {
             410 => (
                 Cause::ResourceExpired,
-                Phase::List,
-                format!("the {what} resourceVersion expired (410); relisting"),
+                format!(
+                    "the {what} resourceVersion expired (410); watching from the API server's current state"
+                ),
             ),
             403 => (
                 Cause::ApiError,
-                then,
                 format!(
-                    "the API server forbids watching pod \"{name}\" in namespace \"{namespace}\" (403)"
+                    "the API server forbids {} pod \"{name}\" in namespace \"{namespace}\" (403)",
+                    request.verb()
                 ),
             ),
             404 => (
                 Cause::ApiError,
-                then,
                 format!("the API server answered 404 for pods in namespace \"{namespace}\""),
             ),
             code => {
@@ -343,7 +265,6 @@ impl Watcher {
                     .join(": ");
                 (
                     Cause::ApiError,
-                    then,
                     format!("the API server answered {code} to the {what}: {detail}"),
                 )
             }
@@ -358,95 +279,338 @@ impl Watcher {
             message,
             code: Some(status.code),
             retry_after,
-            then,
         }
     }
 
-    /// The pod (or its absence) as the API server just told it: a new answer, confirmed now.
-    fn publish(&mut self, pod: Option<&Pod>) {
-        let health = match pod {
-            Some(pod) => evaluate(pod, &self.pod.target),
-            None => missing_pod(&self.pod.name, &self.pod.namespace),
-        };
-        let contact = Contact::now();
-        self.tx.send_modify(|state| {
-            state.health = Some(Arc::new(health));
-            state.last_update = Some(contact);
-        });
-        self.confirm_at(contact);
-        tracing::debug!(pod = %self.pod.name, "pod status updated");
-    }
-
-    /// The API server vouched for the state we hold (a watch start, a bookmark).
-    fn confirm(&mut self) {
-        self.confirm_at(Contact::now());
-    }
-
-    fn confirm_at(&mut self, contact: Contact) {
-        if self.reported_failure {
-            let unconfirmed = self.tx.borrow().confirmed.map_or(Duration::ZERO, |last| {
-                contact.at.saturating_duration_since(last.at)
-            });
-            tracing::info!(
+    /// Logs a failure once per streak (a missing permission does not fix itself: say once what is missing).
+    fn report(&self, failure: &Failure, reported: &mut bool, task: &str) {
+        if *reported || failure.expired() {
+            tracing::debug!(pod = %self.pod.name, cause = failure.cause.label(), "pod {task} still failing: {}", failure.message);
+            return;
+        }
+        *reported = true;
+        match failure.code {
+            Some(403 | 404) => tracing::error!(
                 pod = %self.pod.name,
+                namespace = %self.pod.namespace,
+                "{}; the pod's service account needs a Role with verbs get, watch on resource pods with \
+                 resourceNames [\"{}\"] in namespace \"{}\", bound by a RoleBinding; retrying with backoff",
+                failure.message,
+                self.pod.name,
+                self.pod.namespace
+            ),
+            _ => tracing::warn!(
+                pod = %self.pod.name,
+                cause = failure.cause.label(),
+                "pod {task} failed: {}; retrying with backoff",
+                failure.message
+            ),
+        }
+    }
+}
+
+fn resource_version(pod: &Pod) -> Option<String> {
+    pod.resource_version().filter(|rv| !rv.is_empty())
+}
+
+/// The rounds: one GET each, the only step that confirms the answer.
+struct Getter {
+    shared: Arc<Shared>,
+    max_staleness: Duration,
+    backoff: Backoff,
+    /// The operator has been told about the current failure (once, not every backoff).
+    reported_failure: bool,
+    /// The operator has been told that the state went stale.
+    reported_stale: bool,
+}
+
+impl Getter {
+    async fn run(mut self, cancel: CancellationToken) {
+        loop {
+            let ticket = self.shared.tracker().get_sent();
+            let answer = tokio::select! {
+                () = cancel.cancelled() => return,
+                answer = self.get() => answer,
+            };
+            let wait = match answer {
+                Ok(pod) => {
+                    self.answered(&ticket, pod.as_ref());
+                    self.backoff.reset();
+                    self.shared.schedule.round_length()
+                }
+                Err(failure) => {
+                    self.shared.metrics.count_restart(failure.cause.label());
+                    self.failed(&failure);
+                    self.backoff.delay(failure.retry_after)
+                }
+            };
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// `GET pods/NAME` without resourceVersion; `None` when the API server says the pod does not exist.
+    async fn get(&self) -> Result<Option<Pod>, Failure> {
+        let shared = &self.shared;
+        let answer = tokio::time::timeout(
+            shared.schedule.request_timeout,
+            shared.api.get(&shared.pod.name),
+        )
+        .await
+        .map_err(|_| shared.no_answer(Request::Get))?;
+        match answer {
+            Ok(pod) if resource_version(&pod).is_some() => Ok(Some(pod)),
+            Ok(_) => Err(Failure::new(
+                Cause::Invalid,
+                "the API server's pod has no resourceVersion".to_owned(),
+            )),
+            Err(kube::Error::Api(status)) if shared.names_this_pod(&status) => Ok(None),
+            Err(error) => Err(shared.failure(Request::Get, &error)),
+        }
+    }
+
+    /// The API server answered from etcd just now: the answer is confirmed, and corrected if the watch missed it.
+    fn answered(&mut self, ticket: &GetTicket, pod: Option<&Pod>) {
+        let contact = Contact::now();
+        let version = match pod.and_then(resource_version) {
+            Some(resource_version) => Version::Present(resource_version),
+            None => Version::Missing,
+        };
+        if self.reported_failure {
+            let unconfirmed = self
+                .shared
+                .tx
+                .borrow()
+                .confirmed
+                .map_or(Duration::ZERO, |last| {
+                    contact.at.saturating_duration_since(last.at)
+                });
+            tracing::info!(
+                pod = %self.shared.pod.name,
                 unconfirmed_for = %humantime::format_duration(round_to_millis(unconfirmed)),
                 "API server contact confirmed again"
             );
             self.reported_failure = false;
             self.reported_stale = false;
         }
-        self.tx.send_if_modified(|state| {
-            let cleared = state.failure.is_some() || state.access_denied;
+        let shared = &self.shared;
+        let mut tracker = shared.tracker();
+        let decision = tracker.got(ticket, version);
+        let health = match decision {
+            AfterGet::Keep => None,
+            AfterGet::Publish | AfterGet::PublishAndRestart { .. } => Some(shared.health_of(pod)),
+        };
+        shared.tx.send_if_modified(|state| {
+            let news = health.is_some() || state.failure.is_some() || state.access_denied;
+            if let Some(health) = health {
+                state.health = Some(health);
+            }
+            state.last_update = Some(contact);
             state.confirmed = Some(contact);
             state.failure = None;
             state.access_denied = false;
             // Receivers read the clock on every answer; only a new answer or a cleared failure is news.
-            cleared || state.health.is_none()
+            news
         });
+        if let AfterGet::PublishAndRestart { behind } = decision {
+            if behind {
+                shared.metrics.count_restart(Cause::Behind.label());
+                tracing::debug!(pod = %shared.pod.name, "the GET found a version the watch had not delivered; restarting the watch after it");
+            }
+            shared.announce(&tracker);
+        }
     }
 
     fn failed(&mut self, failure: &Failure) {
-        let denied = failure.code == Some(403);
-        // Permission problems do not fix themselves: say once what is missing instead of repeating it every backoff.
-        if !self.reported_failure && !failure.expired() {
-            self.reported_failure = true;
-            match failure.code {
-                Some(403 | 404) => tracing::error!(
-                    pod = %self.pod.name,
-                    namespace = %self.pod.namespace,
-                    "{}; the pod's service account needs a Role with verbs get, list, watch on resource pods \
-                     with resourceNames [\"{}\"] in namespace \"{}\", bound by a RoleBinding; retrying with backoff",
-                    failure.message,
-                    self.pod.name,
-                    self.pod.namespace
-                ),
-                _ => tracing::warn!(
-                    pod = %self.pod.name,
-                    cause = failure.cause.label(),
-                    "pod watch failed: {}; retrying with backoff",
-                    failure.message
-                ),
-            }
-        } else {
-            tracing::debug!(pod = %self.pod.name, cause = failure.cause.label(), "pod watch still failing: {}", failure.message);
-        }
-        let confirmed = self.tx.borrow().confirmed;
+        let shared = &self.shared;
+        shared.report(failure, &mut self.reported_failure, "GET");
+        let confirmed = shared.tx.borrow().confirmed;
         if let Some(confirmed) = confirmed
             && !self.reported_stale
             && confirmed.at.elapsed() > self.max_staleness
         {
             self.reported_stale = true;
             tracing::warn!(
-                pod = %self.pod.name,
+                pod = %shared.pod.name,
                 since = %humantime::format_rfc3339_seconds(confirmed.wall),
                 "no confirmed contact with the API server for more than {}: the pod status is stale",
                 humantime::format_duration(self.max_staleness)
             );
         }
-        self.tx.send_modify(|state| {
+        let denied = failure.code == Some(403);
+        shared.tx.send_modify(|state| {
             state.failure = Some(failure.message.clone());
             state.access_denied = denied;
         });
+    }
+}
+
+/// How a watch ended without failing.
+enum End {
+    /// The API server ended it at its `timeoutSeconds`: resume at once.
+    RanItsCourse,
+    /// The tracker wants it started elsewhere (a GET found a version it had missed, or a 410).
+    Superseded,
+}
+
+/// The long-lived watch: changes between GETs, never a confirmation.
+struct Watcher {
+    shared: Arc<Shared>,
+    backoff: Backoff,
+    reported_failure: bool,
+}
+
+impl Watcher {
+    async fn run(mut self, cancel: CancellationToken) {
+        let mut orders = self.shared.orders.subscribe();
+        loop {
+            // Nothing to start from before the first GET answered.
+            let begun = self.shared.tracker().begin();
+            let Some((generation, start)) = begun else {
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    changed = orders.changed() => if changed.is_err() { return },
+                }
+                continue;
+            };
+            let outcome = tokio::select! {
+                () = cancel.cancelled() => return,
+                outcome = self.follow(generation, start) => outcome,
+            };
+            self.shared.tracker().closed(generation);
+            let delay = match outcome {
+                Ok(End::RanItsCourse) => {
+                    self.shared.metrics.count_restart(Cause::Scheduled.label());
+                    self.backoff.reset();
+                    Duration::ZERO
+                }
+                Ok(End::Superseded) => Duration::ZERO,
+                Err(failure) => {
+                    self.shared.metrics.count_restart(failure.cause.label());
+                    self.shared
+                        .report(&failure, &mut self.reported_failure, "watch");
+                    if failure.expired() {
+                        let mut tracker = self.shared.tracker();
+                        tracker.expired(generation);
+                        self.shared.announce(&tracker);
+                        Duration::ZERO
+                    } else {
+                        self.backoff.delay(failure.retry_after)
+                    }
+                }
+            };
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    /// One watch, from `start` until the API server ends it, it fails, or the tracker replaces it.
+    async fn follow(&mut self, generation: u64, start: Start) -> Result<End, Failure> {
+        let shared = Arc::clone(&self.shared);
+        let mut orders = shared.orders.subscribe();
+        let superseded = orders.wait_for(|current| *current != generation);
+        let mut superseded = std::pin::pin!(superseded);
+        let lifetime_secs = shared.schedule.watch_timeout_secs();
+        let params = WatchParams::default()
+            .fields(&shared.selector)
+            .timeout(lifetime_secs);
+        let from = match &start {
+            Start::After(resource_version) => resource_version.as_str(),
+            Start::Now => "0",
+        };
+        let sent = Instant::now();
+        let started = tokio::select! {
+            _ = &mut superseded => return Ok(End::Superseded),
+            started = tokio::time::timeout(shared.schedule.request_timeout, shared.api.watch(&params, from)) => started,
+        };
+        let stream = started
+            .map_err(|_| shared.no_answer(Request::WatchStart))?
+            .map_err(|error| shared.failure(Request::WatchStart, &error))?;
+        if !shared.tracker().opened(generation) {
+            return Ok(End::Superseded);
+        }
+        if self.reported_failure {
+            tracing::info!(pod = %shared.pod.name, "pod watch started again");
+            self.reported_failure = false;
+        }
+        let lifetime = Duration::from_secs(lifetime_secs.into());
+        // The API server ends the watch at `timeoutSeconds`; one still open well after that is blackholed.
+        let deadline = sent + lifetime + shared.schedule.request_timeout;
+        let mut events = std::pin::pin!(stream);
+        loop {
+            let next = tokio::select! {
+                _ = &mut superseded => return Ok(End::Superseded),
+                next = tokio::time::timeout_at(deadline, events.next()) => next,
+            };
+            let Ok(next) = next else {
+                return Err(Failure::new(
+                    Cause::Timeout,
+                    format!(
+                        "the watch was still open {} after its timeoutSeconds",
+                        humantime::format_duration(shared.schedule.request_timeout)
+                    ),
+                ));
+            };
+            match next {
+                None if Instant::now() >= sent + lifetime => return Ok(End::RanItsCourse),
+                None => {
+                    return Err(Failure::new(
+                        Cause::Closed,
+                        "the watch stream ended before its timeout".to_owned(),
+                    ));
+                }
+                Some(Ok(WatchEvent::Added(pod) | WatchEvent::Modified(pod))) => {
+                    self.event(generation, &pod, false)?;
+                }
+                Some(Ok(WatchEvent::Deleted(pod))) => self.event(generation, &pod, true)?,
+                Some(Ok(WatchEvent::Bookmark(bookmark))) => shared
+                    .tracker()
+                    .bookmark(generation, bookmark.metadata.resource_version),
+                Some(Ok(WatchEvent::Error(status))) => {
+                    return Err(shared.status_failure(Request::Watch, &status));
+                }
+                Some(Err(error)) => return Err(shared.failure(Request::Watch, &error)),
+            }
+        }
+    }
+
+    /// An event changes the answer at once when the tracker knows it to be newer than what the agent holds. It
+    /// confirms nothing: it may come from a watch cache whose etcd is gone.
+    fn event(&self, generation: u64, pod: &Pod, deleted: bool) -> Result<(), Failure> {
+        let Some(resume) = resource_version(pod) else {
+            return Err(Failure::new(
+                Cause::Invalid,
+                "a watch event without resourceVersion".to_owned(),
+            ));
+        };
+        let version = if deleted {
+            Version::Missing
+        } else {
+            Version::Present(resume.clone())
+        };
+        let shared = &self.shared;
+        let mut tracker = shared.tracker();
+        match tracker.event(generation, version, resume) {
+            AfterEvent::Publish => {
+                let health = shared.health_of((!deleted).then_some(pod));
+                let contact = Contact::now();
+                shared.tx.send_modify(|state| {
+                    state.health = Some(health);
+                    state.last_update = Some(contact);
+                });
+                tracing::debug!(pod = %shared.pod.name, "pod status updated by the watch");
+            }
+            AfterEvent::Hold => {
+                tracing::debug!(pod = %shared.pod.name, "watch event held until a GET agrees with the watch");
+            }
+            AfterEvent::Superseded => {}
+        }
+        drop(tracker);
+        Ok(())
     }
 }
 

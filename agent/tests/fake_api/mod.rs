@@ -1,6 +1,7 @@
-//! A Kubernetes API stand-in on 127.0.0.1 that the test controls at the TCP level: it lists and watches one pod
-//! over plain HTTP/1.1 like kube-apiserver, and fails the way production does (error statuses, refused
-//! connections, silence on open sockets, watches that never start).
+//! A Kubernetes API stand-in on 127.0.0.1 that the test controls at the TCP level: it serves one pod to GETs, lists
+//! and watches over plain HTTP/1.1 like kube-apiserver, and fails the way production does (error statuses, refused
+//! connections, silence on open sockets, watches that never start or go silent, reads that fail while the watch
+//! cache keeps serving).
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::convert::Infallible;
@@ -37,16 +38,51 @@ pub enum Fault {
     /// Connections are accepted and requests read, but nothing is ever answered and open watches go silent:
     /// a stopped process, a partitioned host that sends no RST.
     Blackhole,
-    /// Lists are answered, watches never start.
+    /// GETs and lists are answered, watches never start.
     WatchHangs,
+    /// Watches start and then send nothing at all (no event, no bookmark, no end), while the pod may change and
+    /// GETs are answered: a watch that died without a word.
+    WatchSilent,
+    /// GETs and lists are answered 503 (etcd cannot be read), while open and new watches keep delivering events and
+    /// bookmarks from the cache: an API server whose etcd is gone.
+    ReadsFail,
 }
+
+/// What a request asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `GET .../pods/web-0`
+    Get,
+    /// `GET .../pods?watch=true...`
+    Watch,
+    /// `GET .../pods?...` without `watch`
+    List,
+    Other,
+}
+
+impl Kind {
+    pub fn of(path_and_query: &str) -> Self {
+        let (path, query) = path_and_query
+            .split_once('?')
+            .unwrap_or((path_and_query, ""));
+        match path {
+            POD_PATH => Self::Get,
+            PODS_PATH if query.split('&').any(|pair| pair == "watch=true") => Self::Watch,
+            PODS_PATH => Self::List,
+            _ => Self::Other,
+        }
+    }
+}
+
+const PODS_PATH: &str = "/api/v1/namespaces/shop/pods";
+const POD_PATH: &str = "/api/v1/namespaces/shop/pods/web-0";
 
 type Body = UnsyncBoxBody<Bytes, Infallible>;
 
 struct Inner {
     fault: watch::Sender<Fault>,
-    /// The pod and its resourceVersion.
-    pod: watch::Sender<(u64, Value)>,
+    /// The pod (`None` once deleted) and the resourceVersion of its last change.
+    pod: watch::Sender<(u64, Option<Value>)>,
     /// Bumped to close every open connection.
     cut: watch::Sender<u64>,
     bookmarks: broadcast::Sender<()>,
@@ -66,7 +102,7 @@ impl FakeApi {
         let addr = listener.local_addr().unwrap();
         let inner = Arc::new(Inner {
             fault: watch::channel(Fault::None).0,
-            pod: watch::channel((1, serde_json::from_str(pod).unwrap())).0,
+            pod: watch::channel((1, Some(serde_json::from_str(pod).unwrap()))).0,
             cut: watch::channel(0).0,
             bookmarks: broadcast::channel(16).0,
             requests: Mutex::new(Vec::new()),
@@ -102,7 +138,7 @@ impl FakeApi {
                 self.cut_connections();
             }
             Fault::Status { .. } | Fault::WatchHangs => self.cut_connections(),
-            Fault::None | Fault::Blackhole => {}
+            Fault::None | Fault::Blackhole | Fault::WatchSilent | Fault::ReadsFail => {}
         }
     }
 
@@ -111,7 +147,14 @@ impl FakeApi {
         let pod: Value = serde_json::from_str(pod).unwrap();
         self.inner
             .pod
-            .send_modify(|(version, current)| (*version, *current) = (*version + 1, pod));
+            .send_modify(|(version, current)| (*version, *current) = (*version + 1, Some(pod)));
+    }
+
+    /// Deletes the pod; open watches see DELETED, GETs answer 404 NotFound naming it.
+    pub fn delete_pod(&self) {
+        self.inner
+            .pod
+            .send_modify(|(version, current)| (*version, *current) = (*version + 1, None));
     }
 
     /// Sends a BOOKMARK on every open watch that asked for bookmarks.
@@ -122,6 +165,14 @@ impl FakeApi {
     /// Path and query of every request so far.
     pub fn requests(&self) -> Vec<String> {
         self.inner.requests.lock().unwrap().clone()
+    }
+
+    /// How many requests of this kind so far.
+    pub fn count(&self, kind: Kind) -> usize {
+        self.requests()
+            .iter()
+            .filter(|request| Kind::of(request) == kind)
+            .count()
     }
 
     fn cut_connections(&self) {
@@ -175,7 +226,7 @@ async fn answer(
         .path_and_query()
         .map(ToString::to_string)
         .unwrap_or_default();
-    inner.requests.lock().unwrap().push(target);
+    inner.requests.lock().unwrap().push(target.clone());
     let query = Query::parse(request.uri().query().unwrap_or_default());
     // A blackholed request waits like one sent to a stopped process: answered only once the fault is over.
     let mut faults = inner.fault.subscribe();
@@ -183,17 +234,21 @@ async fn answer(
         .wait_for(|fault| *fault != Fault::Blackhole)
         .await
         .unwrap();
+    let kind = Kind::of(&target);
     Ok(match fault {
         Fault::Status { code, retry_after } => status(code, retry_after),
-        Fault::WatchHangs if query.watch => futures::future::pending().await,
-        _ if request.uri().path() != "/api/v1/namespaces/shop/pods" => status(404, None),
-        _ if query.watch => watch_stream(&inner, &query),
-        _ => list(&inner),
+        Fault::WatchHangs if kind == Kind::Watch => futures::future::pending().await,
+        Fault::ReadsFail if matches!(kind, Kind::Get | Kind::List) => status(503, None),
+        _ => match kind {
+            Kind::Get => get(&inner),
+            Kind::Watch => watch_stream(&inner, &query),
+            Kind::List => list(&inner),
+            Kind::Other => status(404, None),
+        },
     })
 }
 
 struct Query {
-    watch: bool,
     resource_version: u64,
     timeout: Duration,
     bookmarks: bool,
@@ -204,7 +259,6 @@ impl Query {
         let pairs: Vec<(&str, &str)> = query.split('&').filter_map(|p| p.split_once('=')).collect();
         let get = |key: &str| pairs.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
         Self {
-            watch: get("watch") == Some("true"),
             resource_version: get("resourceVersion")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0),
@@ -260,14 +314,30 @@ fn list(inner: &Inner) -> Response<Body> {
     let body = json!({
         "apiVersion": "v1", "kind": "PodList",
         "metadata": { "resourceVersion": version.to_string() },
-        "items": [versioned(version, &pod)],
+        "items": pod.iter().map(|pod| versioned(version, pod)).collect::<Vec<_>>(),
     });
     json_response(200, body.to_string())
 }
 
+/// The pod as etcd has it, or kube-apiserver's 404 for a pod that does not exist.
+fn get(inner: &Inner) -> Response<Body> {
+    let (version, pod) = inner.pod.borrow().clone();
+    match pod {
+        Some(pod) => json_response(200, versioned(version, &pod).to_string()),
+        None => {
+            let body = json!({
+                "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": "pods \"web-0\" not found", "reason": "NotFound",
+                "details": { "name": "web-0", "kind": "pods" }, "code": 404,
+            });
+            json_response(404, body.to_string())
+        }
+    }
+}
+
 /// State of one open watch: what it has sent, what it waits for.
 struct OpenWatch {
-    pod: watch::Receiver<(u64, Value)>,
+    pod: watch::Receiver<(u64, Option<Value>)>,
     fault: watch::Receiver<Fault>,
     bookmarks: broadcast::Receiver<()>,
     sent: u64,
@@ -276,11 +346,18 @@ struct OpenWatch {
 }
 
 fn watch_stream(inner: &Inner, query: &Query) -> Response<Body> {
+    let pod = inner.pod.subscribe();
+    // `resourceVersion=0`: the current pod first, as a synthetic event; nothing when there is none.
+    let sent = match (query.resource_version, &*pod.borrow()) {
+        (0, (version, None)) => *version,
+        (0, (_, Some(_))) => 0,
+        (after, _) => after,
+    };
     let open = OpenWatch {
-        pod: inner.pod.subscribe(),
+        pod,
         fault: inner.fault.subscribe(),
         bookmarks: inner.bookmarks.subscribe(),
-        sent: query.resource_version,
+        sent,
         deadline: Instant::now() + query.timeout,
         wants_bookmarks: query.bookmarks,
     };
@@ -299,11 +376,23 @@ impl OpenWatch {
     /// The next event line, or `None` when the server-side timeout ends the watch. Silent while blackholed.
     async fn next_line(&mut self) -> Option<String> {
         loop {
-            let healthy = *self.fault.borrow() == Fault::None;
+            let fault = *self.fault.borrow();
+            // An API server whose etcd is gone still serves its watch cache.
+            let healthy = matches!(fault, Fault::None | Fault::ReadsFail);
             let (version, pod) = self.pod.borrow().clone();
             if healthy && version > self.sent {
+                let previous = self.sent;
                 self.sent = version;
-                let event = json!({ "type": "MODIFIED", "object": versioned(version, &pod) });
+                let event = match pod {
+                    Some(pod) if previous == 0 => {
+                        json!({ "type": "ADDED", "object": versioned(version, &pod) })
+                    }
+                    Some(pod) => json!({ "type": "MODIFIED", "object": versioned(version, &pod) }),
+                    None => json!({ "type": "DELETED", "object": {
+                        "kind": "Pod", "apiVersion": "v1",
+                        "metadata": { "name": "web-0", "namespace": "shop", "resourceVersion": version.to_string() },
+                    }}),
+                };
                 return Some(format!("{event}\n"));
             }
             tokio::select! {

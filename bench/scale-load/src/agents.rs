@@ -1,6 +1,7 @@
-//! N agents' pod watches in one process: the agent's own watch code (`pod_status::watch`), one client (and so
-//! one connection) per agent, each with its pod's ServiceAccount token. Driven by commands on stdin, so the
-//! script can restart the API server in between; every request is counted per second.
+//! N agents in one process: the agent's own pod-following code (`pod_status::watch`: a GET per round and a
+//! long-lived watch), one client per agent (so its own connections, as N sidecars have), each with its pod's
+//! ServiceAccount token. Driven by commands on stdin, so the script can restart the API server in between; every
+//! request is counted per second and by kind (GET, watch start, list).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -45,18 +46,35 @@ pub struct Args {
 /// Requests per second since start, by kind.
 struct Timeline {
     start: Instant,
-    lists: Vec<AtomicU64>,
+    gets: Vec<AtomicU64>,
     watches: Vec<AtomicU64>,
+    lists: Vec<AtomicU64>,
+}
+
+/// Requests of each kind in a window.
+#[derive(Debug, Clone, Copy, Default)]
+struct Counts {
+    gets: u64,
+    watches: u64,
+    lists: u64,
+}
+
+impl Counts {
+    fn total(self) -> u64 {
+        self.gets + self.watches + self.lists
+    }
 }
 
 const TIMELINE_SECONDS: usize = 4 * 3600;
 
 impl Timeline {
     fn new() -> Self {
+        let bins = || (0..TIMELINE_SECONDS).map(|_| AtomicU64::new(0)).collect();
         Self {
             start: Instant::now(),
-            lists: (0..TIMELINE_SECONDS).map(|_| AtomicU64::new(0)).collect(),
-            watches: (0..TIMELINE_SECONDS).map(|_| AtomicU64::new(0)).collect(),
+            gets: bins(),
+            watches: bins(),
+            lists: bins(),
         }
     }
 
@@ -64,17 +82,24 @@ impl Timeline {
         (at.saturating_duration_since(self.start).as_secs() as usize).min(TIMELINE_SECONDS - 1)
     }
 
+    /// A GET names the pod in its path (`.../pods/NAME`); a watch and a list go to the collection.
     fn note(&self, request: &http::Request<kube::client::Body>) {
-        let watch = request
-            .uri()
+        let uri = request.uri();
+        let watch = uri
             .query()
             .is_some_and(|q| q.split('&').any(|p| p == "watch=true"));
-        let bins = if watch { &self.watches } else { &self.lists };
+        let bins = if watch {
+            &self.watches
+        } else if uri.path().ends_with("/pods") {
+            &self.lists
+        } else {
+            &self.gets
+        };
         bins[self.second(Instant::now())].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Lists and watches started in the whole seconds `[from, to)`.
-    fn between(&self, from: Instant, to: Instant) -> (u64, u64) {
+    /// Requests sent in the whole seconds `[from, to)`.
+    fn between(&self, from: Instant, to: Instant) -> Counts {
         let (a, b) = (self.second(from), self.second(to));
         let sum = |bins: &[AtomicU64]| {
             bins[a..b.max(a)]
@@ -82,7 +107,11 @@ impl Timeline {
                 .map(|c| c.load(Ordering::Relaxed))
                 .sum()
         };
-        (sum(&self.lists), sum(&self.watches))
+        Counts {
+            gets: sum(&self.gets),
+            watches: sum(&self.watches),
+            lists: sum(&self.lists),
+        }
     }
 }
 
@@ -172,18 +201,22 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 tokio::time::sleep(args.max_staleness / 2).await;
                 let from = Instant::now();
                 tokio::time::sleep(Duration::from_secs(seconds)).await;
-                let (lists, watches) = timeline.between(from, Instant::now());
+                let counts = timeline.between(from, Instant::now());
                 let per_s = |n: u64| format!("{:.1}", n as f64 / seconds as f64);
-                result("agents.list_per_s", per_s(lists));
-                result("agents.watch_per_s", per_s(watches));
-                result("agents.requests_per_s", per_s(lists + watches));
-                result(
-                    "agents.requests_per_s_per_pod",
+                let per_pod = |n: u64| {
                     format!(
                         "{:.4}",
-                        (lists + watches) as f64 / seconds as f64 / agents.len().max(1) as f64
-                    ),
-                );
+                        n as f64 / seconds as f64 / agents.len().max(1) as f64
+                    )
+                };
+                result("agents.get_per_s", per_s(counts.gets));
+                result("agents.watch_per_s", per_s(counts.watches));
+                result("agents.list_per_s", per_s(counts.lists));
+                result("agents.requests_per_s", per_s(counts.total()));
+                result("agents.get_per_s_per_pod", per_pod(counts.gets));
+                result("agents.watch_per_s_per_pod", per_pod(counts.watches));
+                result("agents.list_per_s_per_pod", per_pod(counts.lists));
+                result("agents.requests_per_s_per_pod", per_pod(counts.total()));
             }
             ["latency", writes] => {
                 let writes: usize = writes.parse().context("latency WRITES")?;
@@ -210,22 +243,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 let per_second: Vec<String> = (0..seconds)
                     .map(|s| {
                         let from = ready + Duration::from_secs(s as u64);
-                        let (lists, watches) =
-                            timeline.between(from, from + Duration::from_secs(1));
-                        (lists + watches).to_string()
+                        timeline
+                            .between(from, from + Duration::from_secs(1))
+                            .total()
+                            .to_string()
                     })
                     .collect();
                 result("storm.requests_per_s_after_ready", per_second.join(","));
-                let (lists, watches) = timeline.between(mark, ready);
-                result("storm.requests_while_down", lists + watches);
-                for cause in [
-                    "scheduled",
-                    "resource_expired",
-                    "closed",
-                    "timeout",
-                    "api_error",
-                    "transport",
-                ] {
+                result(
+                    "storm.requests_while_down",
+                    timeline.between(mark, ready).total(),
+                );
+                for cause in healthbridge_agent::metrics::RESTART_CAUSES {
                     result(&format!("agents.restarts.{cause}"), metrics.restarts(cause));
                 }
             }
