@@ -175,6 +175,16 @@ impl ProbeArgs {
                 .map(Target::Grpc)
                 .map_err(|e| e.to_string());
         }
+        if let Some(url) = &self.url
+            && let Some((scheme, _)) = url.split_once("://")
+            && !["http", "https"].contains(&scheme)
+        {
+            return Err(format!(
+                "`{}` is not a usable URL: scheme `{}` is not supported; the probe checks http://, https://, grpc:// and grpcs:// URLs",
+                healthbridge_contract::value::shorten(url),
+                healthbridge_contract::value::shorten(scheme)
+            ));
+        }
         self.http_target().map(Target::Http)
     }
 
@@ -565,7 +575,11 @@ mod tests {
                 .unwrap_err()
                 .contains("give --url")
         );
-        assert!(parse(&["--url=ftp://x/"]).unwrap().target().is_err());
+        let ftp = parse(&["--url=ftp://x/"]).unwrap().target().unwrap_err();
+        assert!(
+            ftp.ends_with("the probe checks http://, https://, grpc:// and grpcs:// URLs"),
+            "{ftp}"
+        );
         assert!(parse(&["--url=localhost:8080"]).unwrap().target().is_err());
     }
 

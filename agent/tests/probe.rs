@@ -603,6 +603,41 @@ async fn grpc_health_probe_mode_uses_its_exit_codes() {
     );
 }
 
+/// A loopback port that accepts connections and then says nothing.
+async fn silent_server() -> (tokio::net::TcpListener, u16) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    (listener, port)
+}
+
+#[tokio::test]
+async fn grpc_health_probe_tells_a_connect_timeout_from_an_rpc_timeout() {
+    let (_listener, port) = silent_server().await;
+    let (_dir, probe) = grpc_health_probe();
+    let addr = format!("-addr=127.0.0.1:{port}");
+
+    // TLS: the handshake never completes, so the connection is never established.
+    let (code, stderr) = run_binary(
+        &probe,
+        &[&addr, "-tls", "-tls-no-verify", "-connect-timeout=300ms"],
+    )
+    .await;
+    assert_eq!(
+        (code, stderr),
+        (
+            2,
+            format!("timeout: failed to connect service \"127.0.0.1:{port}\" within 300ms\n")
+        )
+    );
+
+    // h2c: connected (the kernel accepted), but the call is never answered.
+    let (code, stderr) = run_binary(&probe, &[&addr, "-rpc-timeout=300ms"]).await;
+    assert_eq!(
+        (code, stderr.as_str()),
+        (3, "timeout: health rpc did not complete within 300ms\n")
+    );
+}
+
 #[tokio::test]
 async fn grpc_health_probe_tls_flags_verify_and_present_certificates() {
     let pki = Pki::generate();

@@ -570,16 +570,18 @@ pub async fn run(plan: &Plan, addr: &str) -> Outcome {
                 format_duration(plan.rpc_timeout)
             ),
         ),
-        Err(
-            failure @ CallFailure::Status {
-                code: tonic::Code::Unimplemented,
-                ..
-            },
-        ) => outcome(
+        Err(CallFailure::Status {
+            code: tonic::Code::Unimplemented,
+            message,
+        }) => outcome(
             Exit::RpcFailure,
             format!(
-                "error: this server does not implement the grpc health protocol (grpc.health.v1.Health): {}",
-                failure.describe(&plan.service)
+                "error: this server does not implement the grpc health protocol (grpc.health.v1.Health): UNIMPLEMENTED{}",
+                if message.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {message}")
+                }
             ),
         ),
         Err(failure) => outcome(
