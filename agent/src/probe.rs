@@ -177,7 +177,9 @@ impl ProbeArgs {
         }
         if let Some(url) = &self.url
             && let Some((scheme, _)) = url.split_once("://")
-            && !["http", "https"].contains(&scheme)
+            && !["http", "https"]
+                .iter()
+                .any(|known| scheme.eq_ignore_ascii_case(known))
         {
             return Err(format!(
                 "`{}` is not a usable URL: scheme `{}` is not supported; the probe checks http://, https://, grpc:// and grpcs:// URLs",
@@ -545,6 +547,7 @@ mod tests {
             target(&["-url=http://127.0.0.1:1/x"]),
             "http://127.0.0.1:1/x"
         );
+        assert_eq!(target(&["--url=HTTP://a/"]), "http://a/");
     }
 
     #[test]
