@@ -8,6 +8,7 @@ use healthbridge_contract::env;
 
 use crate::config::ServeArgs;
 use crate::probe::ProbeArgs;
+use crate::probe::grpc_health_probe::{self, GrpcHealthProbeArgs};
 use healthbridge_runtime::logging::LogFormat;
 
 #[derive(Debug, Parser)]
@@ -46,8 +47,9 @@ pub struct Cli {
 pub enum Command {
     /// Serve /health, /all, /self and exec URLs, and /metrics on the admin port (the default).
     Serve(ServeArgs),
-    /// One HTTP(S) check for exec probes; exit 0 healthy, 2 bad arguments, 3 could not connect, 4 unhealthy.
-    /// Also runs when the binary is called `healthbridge-probe`.
+    /// One HTTP(S) or gRPC health check for exec probes; exit 0 healthy, 2 bad arguments, 3 could not connect,
+    /// 4 unhealthy. Also runs when the binary is called `healthbridge-probe`; with `-addr` (or called
+    /// `grpc_health_probe`) it takes grpc_health_probe's flags and exit codes.
     Probe(ProbeArgs),
 }
 
@@ -58,6 +60,8 @@ pub enum Command {
 pub enum Invocation {
     /// `healthbridge-probe …`, `healthbridge-agent probe …` or `healthbridge-agent [global flags] probe …`.
     Probe(ProbeArgs),
+    /// `grpc_health_probe -addr=…`, or `healthbridge-agent probe -addr=…`: that tool's flags and exit codes.
+    GrpcHealthProbe(GrpcHealthProbeArgs),
     Serve {
         args: ServeArgs,
         log_format: LogFormat,
@@ -87,8 +91,12 @@ impl Cli {
 
 /// Reads the process arguments. A probe goes through its own parser first, so it starts fast and accepts the old
 /// single-dash flags; the exec bridge's command line is translated into `serve` flags. `Err` is the exit code once
-/// help, the version or what is wrong has been printed (2 for bad arguments, before anything starts).
+/// help, the version or what is wrong has been printed (2 for bad arguments, before anything starts; 1 in
+/// grpc_health_probe's mode, as that tool exits).
 pub fn parse(args: Vec<OsString>) -> Result<Invocation, ExitCode> {
+    if let Some(probe_args) = grpc_health_probe::argv(&args) {
+        return grpc_health_probe::parse_args(probe_args).map(Invocation::GrpcHealthProbe);
+    }
     if let Some(probe_args) = crate::probe::probe_argv(&args) {
         return crate::probe::parse_args(probe_args).map(Invocation::Probe);
     }

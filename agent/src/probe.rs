@@ -1,18 +1,24 @@
-//! `probe`: a one-shot HTTP(S) check for exec probes in scratch images, compatible with the older probe's flags.
+//! `probe`: a one-shot HTTP(S) or gRPC health check for exec probes in scratch images, compatible with the older
+//! probe's flags (and, in [`grpc_health_probe`], with that tool's).
+
+pub mod grpc_health_probe;
 
 use std::ffi::{OsStr, OsString};
+use std::future::Future;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
-use http::{Request, StatusCode, Uri, header};
+use healthbridge_contract::socket::{self, SocketKind, SocketSpec};
+use http::{HeaderValue, Request, StatusCode, Uri, header};
 use http_body_util::Empty;
 use hyper::body::Bytes;
 use tokio::time::Instant;
 use tower::ServiceExt;
 
 use crate::duration::{format_duration, parse_duration};
+use crate::socket::grpc::{self, CallFailure, GrpcProbe};
 use crate::tls::ClientTlsArgs;
 
 /// The name under which a copy or symlink of the binary behaves as `healthbridge-agent probe`.
@@ -36,15 +42,21 @@ impl From<ProbeExit> for ExitCode {
     }
 }
 
-/// One HTTP(S) request to a local (or given) URL; exit 0 healthy, 2 bad arguments, 3 could not connect, 4 unhealthy.
+/// The probe's User-Agent, on HTTP requests and gRPC calls alike.
+const USER_AGENT: &str = concat!("healthbridge-probe/", env!("CARGO_PKG_VERSION"));
+
+/// One HTTP(S) request or gRPC health call to a local (or given) URL; exit 0 healthy, 2 bad arguments, 3 could not
+/// connect, 4 unhealthy.
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "healthbridge-probe",
     version,
-    about = "One HTTP(S) health check for exec probes: exit 0 healthy, 2 bad arguments, 3 could not connect (DNS, TCP, TLS), 4 answered but unhealthy"
+    about = "One HTTP(S) or gRPC health check for exec probes: exit 0 healthy, 2 bad arguments, 3 could not connect (DNS, TCP, TLS), 4 answered but unhealthy",
+    after_help = "Called as grpc_health_probe, or given -addr, it takes grpc_health_probe's flags and exit codes instead (see -addr=x -h)."
 )]
 pub struct ProbeArgs {
-    /// Full URL to check, e.g. https://localhost:8443/ready. Alternative to --path/--host/--statusPort.
+    /// Full URL to check: https://localhost:8443/ready, or gRPC health grpc://localhost:50051[/SERVICE] (h2c) and
+    /// grpcs://… (TLS). Alternative to --path/--host/--statusPort.
     #[arg(long, conflicts_with_all = ["path", "status_port"])]
     pub url: Option<String>,
     /// Path to check (old flag `-path`; `ready` and `/ready` mean the same).
@@ -62,10 +74,10 @@ pub struct ProbeArgs {
     /// Extra attempts after the first (old flag `-retry`, same meaning).
     #[arg(long, visible_alias = "retry", default_value_t = 0)]
     pub retries: u32,
-    /// Healthy only with exactly this status (default: any 2xx).
+    /// Healthy only with exactly this HTTP status (default: any 2xx).
     #[arg(long, value_name = "CODE", value_parser = clap::value_parser!(u16).range(100..=599))]
     pub expect_status: Option<u16>,
-    /// Timeout of each attempt (connect + answer): `1s`, `500ms`, `2`.
+    /// Timeout of each attempt (connect + answer): `1s`, `500ms`, `2`; a gRPC URL's `?timeout=` wins.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub timeout: Duration,
     /// Give up once this much time has passed, whatever --retries says.
@@ -132,9 +144,54 @@ pub struct Verdict {
     pub message: String,
 }
 
+/// What the probe checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// An HTTP(S) URL: healthy on the expected status.
+    Http(Uri),
+    /// A gRPC health target by the contract's rule for `grpc://`/`grpcs://`: healthy on SERVING.
+    Grpc(SocketSpec),
+}
+
+/// True for a URL the gRPC rule decides on (`grpc:`/`grpcs:`, in any case, so a misspelt one gets its message).
+fn is_grpc_url(url: &str) -> bool {
+    url.trim_start().split_once(':').is_some_and(|(scheme, _)| {
+        scheme.eq_ignore_ascii_case("grpc") || scheme.eq_ignore_ascii_case("grpcs")
+    })
+}
+
 impl ProbeArgs {
-    /// The URL to check: --url as given, or built the old way from host, port and path.
-    pub fn target(&self) -> Result<Uri, String> {
+    /// What to check: --url as given (HTTP(S), or gRPC by the contract's rule for gRPC targets), or an HTTP(S) URL
+    /// built the old way from host, port and path.
+    pub fn target(&self) -> Result<Target, String> {
+        if let Some(url) = self.url.as_deref().filter(|url| is_grpc_url(url)) {
+            if self.expect_status.is_some() {
+                return Err(
+                    "--expect-status is for HTTP: a gRPC health check is healthy only when the server answers SERVING; drop it"
+                        .to_owned(),
+                );
+            }
+            return socket::parse_target(SocketKind::Grpc, url)
+                .map(Target::Grpc)
+                .map_err(|e| e.to_string());
+        }
+        if let Some(url) = &self.url
+            && let Some((scheme, _)) = url.split_once("://")
+            && !["http", "https"]
+                .iter()
+                .any(|known| scheme.eq_ignore_ascii_case(known))
+        {
+            return Err(format!(
+                "`{}` is not a usable URL: scheme `{}` is not supported; the probe checks http://, https://, grpc:// and grpcs:// URLs",
+                healthbridge_contract::value::shorten(url),
+                healthbridge_contract::value::shorten(scheme)
+            ));
+        }
+        self.http_target().map(Target::Http)
+    }
+
+    /// The HTTP(S) URL: --url as given, or built the old way from host, port and path.
+    fn http_target(&self) -> Result<Uri, String> {
         let (text, built_from) = match (&self.url, self.status_port) {
             (Some(url), _) => (url.clone(), None),
             (None, Some(port)) => {
@@ -234,8 +291,8 @@ pub async fn run(args: &ProbeArgs) -> Verdict {
         exit: ProbeExit::BadArguments,
         message,
     };
-    let uri = match args.target() {
-        Ok(uri) => uri,
+    let target = match args.target() {
+        Ok(target) => target,
         Err(message) => return bad(message),
     };
     if args.timeout.is_zero() {
@@ -245,7 +302,34 @@ pub async fn run(args: &ProbeArgs) -> Verdict {
         Ok(tls) => tls,
         Err(e) => return bad(e.to_string()),
     };
-    let connector = tls.http1_connector();
+    match target {
+        Target::Http(uri) => {
+            let connector = tls.http1_connector();
+            let connector = &connector;
+            let uri = &uri;
+            retry(args, args.timeout, move |limit| {
+                attempt_http(connector, uri, limit, args)
+            })
+            .await
+        }
+        Target::Grpc(spec) => {
+            let probe =
+                GrpcProbe::new(&spec, &tls).with_user_agent(HeaderValue::from_static(USER_AGENT));
+            let (probe, url) = (&probe, spec.url.as_str());
+            retry(args, spec.timeout.unwrap_or(args.timeout), move |limit| {
+                attempt_grpc(probe, url, limit)
+            })
+            .await
+        }
+    }
+}
+
+/// `attempt_within(limit)` until healthy or out of attempts, with `timeout` per attempt (less near the deadline).
+async fn retry<F, Fut>(args: &ProbeArgs, timeout: Duration, mut attempt_within: F) -> Verdict
+where
+    F: FnMut(Duration) -> Fut,
+    Fut: Future<Output = Verdict>,
+{
     let started = Instant::now();
     let deadline = args.deadline.map(|d| started + d);
     let attempts = args.retries.saturating_add(1);
@@ -253,12 +337,10 @@ pub async fn run(args: &ProbeArgs) -> Verdict {
     let mut attempt = 1;
     loop {
         let per_try = match deadline {
-            Some(deadline) => args
-                .timeout
-                .min(deadline.saturating_duration_since(Instant::now())),
-            None => args.timeout,
+            Some(deadline) => timeout.min(deadline.saturating_duration_since(Instant::now())),
+            None => timeout,
         };
-        let verdict = attempt_once(&connector, &uri, per_try, args).await;
+        let verdict = attempt_within(per_try).await;
         if verdict.exit == ProbeExit::Healthy || attempt >= attempts {
             return with_attempts(verdict, attempt);
         }
@@ -287,7 +369,43 @@ fn with_attempts(mut verdict: Verdict, attempts: u32) -> Verdict {
     verdict
 }
 
-async fn attempt_once(
+/// One gRPC health call on a new connection, within `timeout` for connect and answer together.
+async fn attempt_grpc(probe: &GrpcProbe, url: &str, timeout: Duration) -> Verdict {
+    let started = Instant::now();
+    let answer = match probe.connect(timeout).await {
+        Ok(mut connection) => {
+            probe
+                .ask(&mut connection, timeout.saturating_sub(started.elapsed()))
+                .await
+        }
+        Err(failure) => Err(failure),
+    };
+    let verdict = |exit, why: String| Verdict {
+        exit,
+        message: format!("{url}: {why}"),
+    };
+    match answer {
+        Ok(status) if grpc::is_serving(status) => verdict(ProbeExit::Healthy, "SERVING".to_owned()),
+        Ok(status) => verdict(
+            ProbeExit::Unhealthy,
+            format!("status {} (expected SERVING)", grpc::status_name(status)),
+        ),
+        Err(CallFailure::NoAnswer(_)) => verdict(
+            ProbeExit::Unhealthy,
+            format!(
+                "connected but no answer within {}",
+                format_duration(timeout)
+            ),
+        ),
+        Err(failure) if failure.is_connection() => verdict(
+            ProbeExit::CouldNotConnect,
+            failure.describe(probe.service()),
+        ),
+        Err(failure) => verdict(ProbeExit::Unhealthy, failure.describe(probe.service())),
+    }
+}
+
+async fn attempt_http(
     connector: &hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
     uri: &Uri,
     timeout: Duration,
@@ -317,10 +435,7 @@ async fn attempt_once(
         let authority = uri.authority().map_or("", |a| a.as_str()).to_owned();
         let request = Request::get(path)
             .header(header::HOST, authority)
-            .header(
-                header::USER_AGENT,
-                concat!("healthbridge-probe/", env!("CARGO_PKG_VERSION")),
-            )
+            .header(header::USER_AGENT, USER_AGENT)
             .body(Empty::<Bytes>::new())
             .unwrap_or_default();
         let response = sender.send_request(request).await;
@@ -375,7 +490,17 @@ mod tests {
     }
 
     fn target(args: &[&str]) -> String {
-        parse(args).unwrap().target().unwrap().to_string()
+        match parse(args).unwrap().target().unwrap() {
+            Target::Http(uri) => uri.to_string(),
+            Target::Grpc(spec) => panic!("{args:?} is a gRPC target: {spec:?}"),
+        }
+    }
+
+    fn grpc_target(url: &str) -> Result<SocketSpec, String> {
+        match parse(&["--url", url]).unwrap().target()? {
+            Target::Grpc(spec) => Ok(spec),
+            Target::Http(uri) => panic!("{url} is an HTTP target: {uri}"),
+        }
     }
 
     #[test]
@@ -422,6 +547,7 @@ mod tests {
             target(&["-url=http://127.0.0.1:1/x"]),
             "http://127.0.0.1:1/x"
         );
+        assert_eq!(target(&["--url=HTTP://a/"]), "http://a/");
     }
 
     #[test]
@@ -452,8 +578,67 @@ mod tests {
                 .unwrap_err()
                 .contains("give --url")
         );
-        assert!(parse(&["--url=ftp://x/"]).unwrap().target().is_err());
+        let ftp = parse(&["--url=ftp://x/"]).unwrap().target().unwrap_err();
+        assert!(
+            ftp.ends_with("the probe checks http://, https://, grpc:// and grpcs:// URLs"),
+            "{ftp}"
+        );
         assert!(parse(&["--url=localhost:8080"]).unwrap().target().is_err());
+    }
+
+    #[test]
+    fn grpc_urls_are_health_targets_with_the_service_after_the_port() {
+        let plain = grpc_target("grpc://127.0.0.1:50051").unwrap();
+        assert_eq!(
+            (
+                plain.host.as_str(),
+                plain.port,
+                plain.tls,
+                plain.service.as_str()
+            ),
+            ("127.0.0.1", 50051, false, "")
+        );
+        let tls = grpc_target("grpcs://[::1]:443/shop.Cart?timeout=2s").unwrap();
+        assert_eq!(
+            (
+                tls.host.as_str(),
+                tls.tls,
+                tls.service.as_str(),
+                tls.timeout
+            ),
+            ("::1", true, "shop.Cart", Some(Duration::from_secs(2)))
+        );
+    }
+
+    // One rule, one place: what the `healthbridge.io/grpc` annotation refuses, the probe refuses with its words.
+    #[test]
+    fn grpc_urls_follow_the_contract_rule_and_its_messages() {
+        for url in [
+            "grpc://localhost",
+            "grpc://localhost:0",
+            "grpc://:50051",
+            "grpc://u@h:1",
+            "grpc://h:1/a b",
+            "grpc://h:1/a#b",
+            "grpc://h:1?send=x",
+            "grpc://h:1?timeout=soon",
+            "grpc:/h:1",
+            "GRPC://h:1",
+        ] {
+            let contract = socket::parse_target(SocketKind::Grpc, url)
+                .unwrap_err()
+                .to_string();
+            assert_eq!(grpc_target(url).unwrap_err(), contract, "{url}");
+        }
+    }
+
+    #[test]
+    fn an_expected_http_status_makes_no_sense_for_grpc() {
+        let error = parse(&["--url=grpc://h:1", "--expect-status=200"])
+            .unwrap()
+            .target()
+            .unwrap_err();
+        assert!(error.starts_with("--expect-status is for HTTP"), "{error}");
     }
 
     // Found by the `probe_url` fuzz target: `-host=` built `http://:80/`, accepted with an empty host.

@@ -40,6 +40,7 @@ impl StartError {
 pub fn start(invocation: Invocation) -> Result<ExitCode, StartError> {
     match invocation {
         Invocation::Probe(args) => Ok(probe::check(&args)),
+        Invocation::GrpcHealthProbe(args) => Ok(probe::grpc_health_probe::check(&args)),
         Invocation::Serve {
             args,
             log_format,

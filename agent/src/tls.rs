@@ -386,6 +386,10 @@ fn explain_rustls(error: &rustls::Error) -> String {
                 "the server's certificate does not hold the name the URL uses: connect by a name in the certificate, \
                  or set --server-name / HTTP_HEALTHCHECK_SIDECAR_TLS_SERVER_NAME to one"
             }
+            CertificateError::BadSignature => {
+                "the server's certificate does not verify with the trusted CA of its issuer's name (another key: a \
+                 re-created or rotated CA?): give the CA that signed it with --ca-cert / HTTP_HEALTHCHECK_SIDECAR_TLS_CA_CERT"
+            }
             CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
                 "the server's certificate has expired: renew it on the server"
             }

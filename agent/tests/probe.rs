@@ -1,4 +1,5 @@
-//! The probe against local servers, plain, TLS and mTLS: exit codes, retries, deadline, and the binary itself.
+//! The probe against local servers, plain, TLS and mTLS: exit codes, retries, deadline, and the binary itself; gRPC
+//! health targets, and the grpc_health_probe drop-in with its flags and exit codes.
 #![allow(clippy::unwrap_used)]
 
 mod checks_support;
@@ -6,9 +7,10 @@ mod checks_support;
 use std::ffi::OsString;
 use std::sync::atomic::Ordering;
 
-use checks_support::{Pki, TestServer};
+use checks_support::{GrpcHealthServer, Pki, TestServer};
 use clap::Parser;
 use healthbridge_agent::probe::{ProbeArgs, ProbeExit, Verdict, normalize_legacy_flags, run};
+use tonic_health::ServingStatus;
 
 fn probe(args: &[&str]) -> ProbeArgs {
     let argv = std::iter::once("probe")
@@ -360,4 +362,401 @@ async fn a_copy_named_healthbridge_probe_takes_the_old_flags() {
     .await;
     assert_eq!(code, 4);
     assert!(stderr.ends_with("(after 2 attempts)\n"), "{stderr}");
+}
+
+/// A port nothing listens on (bound, then released).
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A gRPC health server where `shop.Cart` reports `status` (and the server as a whole SERVING).
+async fn cart(status: ServingStatus) -> GrpcHealthServer {
+    GrpcHealthServer::start("shop.Cart", status, None).await
+}
+
+#[tokio::test]
+async fn a_serving_grpc_target_exits_0_and_says_nothing() {
+    let server = cart(ServingStatus::Serving).await;
+    for url in [
+        format!("grpc://{}", server.addr),
+        format!("grpc://{}/shop.Cart", server.addr),
+    ] {
+        assert_eq!(
+            run_agent_probe(&["--url", &url]).await,
+            (0, String::new()),
+            "{url}"
+        );
+    }
+    let user_agent = server.last_call().unwrap()[http::header::USER_AGENT].clone();
+    assert!(
+        user_agent
+            .to_str()
+            .unwrap()
+            .starts_with("healthbridge-probe/"),
+        "{user_agent:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_grpc_service_not_serving_exits_4_naming_the_status() {
+    let server = cart(ServingStatus::NotServing).await;
+    let url = format!("grpc://{}/shop.Cart", server.addr);
+    let (code, stderr) = run_agent_probe(&["--url", &url]).await;
+    assert_eq!(code, 4, "{stderr}");
+    assert_eq!(
+        stderr,
+        format!("healthbridge-probe: {url}: status NOT_SERVING (expected SERVING)\n")
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_grpc_service_exits_4_naming_it() {
+    let server = cart(ServingStatus::Serving).await;
+    let (code, stderr) =
+        run_agent_probe(&["--url", &format!("grpc://{}/shop.Nope", server.addr)]).await;
+    assert_eq!(code, 4, "{stderr}");
+    assert!(
+        stderr.contains("unknown service `shop.Nope` (NOT_FOUND)"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_closed_grpc_port_exits_3() {
+    let url = format!("grpc://127.0.0.1:{}", closed_port());
+    let (code, stderr) = run_agent_probe(&["--url", &url]).await;
+    assert_eq!(code, 3, "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("cannot connect") && stderr.contains("refused"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn grpc_retries_try_again_and_say_how_often() {
+    let server = cart(ServingStatus::NotServing).await;
+    let url = format!("grpc://{}/shop.Cart", server.addr);
+    let (code, stderr) = run_agent_probe(&["--url", &url, "--retries", "1"]).await;
+    assert_eq!(code, 4, "{stderr}");
+    assert!(stderr.ends_with("(after 2 attempts)\n"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_grpc_url_the_annotation_would_refuse_is_a_bad_argument() {
+    let (code, stderr) = run_agent_probe(&["--url", "grpc://localhost"]).await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("`grpc://localhost`: `localhost` has no port"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn grpcs_is_verified_against_the_ca_file() {
+    let pki = Pki::generate();
+    let server = GrpcHealthServer::start(
+        "shop.Cart",
+        ServingStatus::Serving,
+        Some(pki.server_config(false)),
+    )
+    .await;
+    let url = format!("grpcs://localhost:{}/shop.Cart", server.addr.port());
+    let ca = pki.ca_cert.to_str().unwrap();
+    assert_eq!(
+        run_agent_probe(&["--url", &url, "--ca-cert", ca]).await,
+        (0, String::new())
+    );
+
+    // Another CA of the same name (every test CA has rcgen's default name), as after re-creating a CA.
+    let other_pki = Pki::generate();
+    for (args, cause) in [
+        (vec!["--url", &url], "UnknownIssuer"),
+        (
+            vec![
+                "--url",
+                &url,
+                "--ca-cert",
+                other_pki.ca_cert.to_str().unwrap(),
+            ],
+            "BadSignature",
+        ),
+    ] {
+        let (code, stderr) = run_agent_probe(&args).await;
+        assert_eq!(code, 3, "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains(cause)
+                && (stderr.contains("give that CA")
+                    || stderr.contains("give the CA that signed it")),
+            "the one-line TLS explanation with its fix: {stderr}"
+        );
+        assert!(stderr.contains("--ca-cert"), "{stderr}");
+    }
+}
+
+#[tokio::test]
+async fn grpcs_with_mtls_needs_the_client_certificate() {
+    let pki = Pki::generate();
+    let server =
+        GrpcHealthServer::start("", ServingStatus::Serving, Some(pki.server_config(true))).await;
+    let url = format!("grpcs://localhost:{}", server.addr.port());
+    let ca = pki.ca_cert.to_str().unwrap();
+    let (code, stderr) = run_agent_probe(&["--url", &url, "--ca-cert", ca]).await;
+    assert_eq!(code, 3, "{stderr}");
+    assert!(
+        stderr.contains("client certificate") && stderr.contains("--client-cert"),
+        "{stderr}"
+    );
+    let (cert, key) = (
+        pki.client_cert.to_str().unwrap(),
+        pki.client_key.to_str().unwrap(),
+    );
+    assert_eq!(
+        run_agent_probe(&[
+            "--url",
+            &url,
+            "--ca-cert",
+            ca,
+            "--client-cert",
+            cert,
+            "--client-key",
+            key
+        ])
+        .await,
+        (0, String::new())
+    );
+}
+
+/// A symlink to the agent named `grpc_health_probe`, in a directory that lives as long as the returned guard.
+fn grpc_health_probe() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let probe = dir.path().join("grpc_health_probe");
+    std::os::unix::fs::symlink(AGENT, &probe).unwrap();
+    (dir, probe)
+}
+
+#[tokio::test]
+async fn a_copy_named_grpc_health_probe_takes_its_command_line_unchanged() {
+    let server = GrpcHealthServer::start("x", ServingStatus::Serving, None).await;
+    let (_dir, probe) = grpc_health_probe();
+    let port = server.addr.port();
+    for args in [
+        vec![format!("-addr=127.0.0.1:{port}"), "-service=x".to_owned()],
+        vec![format!("-addr=:{port}")],
+        vec![
+            "-addr".to_owned(),
+            format!("localhost:{port}"),
+            "-connect-timeout".to_owned(),
+            "1m30s".to_owned(),
+            "-rpc-timeout=500ms".to_owned(),
+        ],
+    ] {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        assert_eq!(
+            run_binary(&probe, &args).await,
+            (0, "status: SERVING\n".to_owned()),
+            "{args:?}"
+        );
+    }
+    let user_agent = server.last_call().unwrap()[http::header::USER_AGENT].clone();
+    assert_eq!(user_agent, "grpc_health_probe");
+}
+
+#[tokio::test]
+async fn grpc_health_probe_mode_uses_its_exit_codes() {
+    let server = cart(ServingStatus::NotServing).await;
+    let (_dir, probe) = grpc_health_probe();
+    let addr = format!("-addr={}", server.addr);
+
+    let (code, stderr) = run_binary(&probe, &[&addr, "-service=shop.Cart"]).await;
+    assert_eq!(
+        (code, stderr.as_str()),
+        (4, "service unhealthy (responded with \"NOT_SERVING\")\n")
+    );
+
+    let (code, stderr) = run_binary(&probe, &[&addr, "-service=shop.Nope"]).await;
+    assert_eq!(code, 3, "an RPC failure: {stderr}");
+    assert!(
+        stderr.starts_with("error: health rpc failed: ") && stderr.contains("NOT_FOUND"),
+        "{stderr}"
+    );
+
+    let refused = format!("-addr=127.0.0.1:{}", closed_port());
+    let (code, stderr) = run_binary(&probe, &[&refused]).await;
+    assert_eq!(code, 2, "a connection failure: {stderr}");
+    assert!(
+        stderr.starts_with("error: failed to connect service at \"127.0.0.1:")
+            && stderr.contains("refused"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+
+    let (code, stderr) = run_agent_probe(&[&refused]).await;
+    assert_eq!(
+        code, 2,
+        "`healthbridge-agent probe -addr=…` is the same mode: {stderr}"
+    );
+}
+
+/// A loopback port that accepts connections and then says nothing.
+async fn silent_server() -> (tokio::net::TcpListener, u16) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    (listener, port)
+}
+
+#[tokio::test]
+async fn grpc_health_probe_tells_a_connect_timeout_from_an_rpc_timeout() {
+    let (_listener, port) = silent_server().await;
+    let (_dir, probe) = grpc_health_probe();
+    let addr = format!("-addr=127.0.0.1:{port}");
+
+    // TLS: the handshake never completes, so the connection is never established.
+    let (code, stderr) = run_binary(
+        &probe,
+        &[&addr, "-tls", "-tls-no-verify", "-connect-timeout=300ms"],
+    )
+    .await;
+    assert_eq!(
+        (code, stderr),
+        (
+            2,
+            format!("timeout: failed to connect service \"127.0.0.1:{port}\" within 300ms\n")
+        )
+    );
+
+    // h2c: connected (the kernel accepted), but the call is never answered.
+    let (code, stderr) = run_binary(&probe, &[&addr, "-rpc-timeout=300ms"]).await;
+    assert_eq!(
+        (code, stderr.as_str()),
+        (3, "timeout: health rpc did not complete within 300ms\n")
+    );
+}
+
+#[tokio::test]
+async fn grpc_health_probe_tls_flags_verify_and_present_certificates() {
+    let pki = Pki::generate();
+    let server =
+        GrpcHealthServer::start("", ServingStatus::Serving, Some(pki.server_config(true))).await;
+    let (_dir, probe) = grpc_health_probe();
+    let addr = format!("-addr=localhost:{}", server.addr.port());
+    let ca = format!("-tls-ca-cert={}", pki.ca_cert.display());
+    let cert = format!("-tls-client-cert={}", pki.client_cert.display());
+    let key = format!("-tls-client-key={}", pki.client_key.display());
+
+    assert_eq!(
+        run_binary(&probe, &[&addr, "-tls", &ca, &cert, &key]).await,
+        (0, "status: SERVING\n".to_owned())
+    );
+    assert_eq!(
+        run_binary(&probe, &[&addr, "-tls", "-tls-no-verify", &cert, &key]).await,
+        (0, "status: SERVING\n".to_owned())
+    );
+
+    let (code, stderr) = run_binary(&probe, &[&addr, "-tls", &ca]).await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("client certificate") && stderr.contains("-tls-client-cert"),
+        "{stderr}"
+    );
+
+    let (code, stderr) = run_binary(&probe, &[&addr, "-tls", &cert, &key]).await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("UnknownIssuer") && stderr.contains("-tls-ca-cert"),
+        "the fix names this mode's flag: {stderr}"
+    );
+    assert!(!stderr.contains("--ca-cert"), "{stderr}");
+}
+
+#[tokio::test]
+async fn grpc_health_probe_sends_its_headers_and_says_more_with_v() {
+    let server = GrpcHealthServer::start("", ServingStatus::Serving, None).await;
+    let (_dir, probe) = grpc_health_probe();
+    let addr = format!("-addr={}", server.addr);
+    let (code, stderr) = run_binary(
+        &probe,
+        &[
+            &addr,
+            "-rpc-header",
+            "Authorization: Bearer t0ken",
+            "-rpc-header=x-probe:yes",
+            "-user-agent=kube-probe/1.33",
+            "-v",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("connection established (took ")
+            && stderr.contains("time elapsed: connect=")
+            && stderr.ends_with("status: SERVING\n"),
+        "{stderr}"
+    );
+    let headers = server.last_call().unwrap();
+    assert_eq!(headers["authorization"], "Bearer t0ken");
+    assert_eq!(headers["x-probe"], "yes");
+    assert_eq!(headers[http::header::USER_AGENT], "kube-probe/1.33");
+}
+
+#[tokio::test]
+async fn grpc_health_probe_refuses_its_invalid_combinations_with_exit_1() {
+    let (_dir, probe) = grpc_health_probe();
+    for (args, says) in [
+        (&["-service=x"][..], "-addr not specified"),
+        (
+            &["-addr=:1", "-tls-ca-cert=ca.pem"][..],
+            "without specifying -tls",
+        ),
+        (
+            &["-addr=:1", "-tls", "-tls-no-verify", "-tls-ca-cert=ca.pem"][..],
+            "cannot specify -tls-ca-cert with -tls-no-verify",
+        ),
+        (
+            &["-addr=:1", "-tls", "-tls-client-cert=c.pem"][..],
+            "without specifying -tls-client-key",
+        ),
+        (
+            &["-addr=:1", "-connect-timeout=0s"][..],
+            "greater than zero",
+        ),
+        (&["-addr=:1", "-rpc-timeout=soon"][..], "not a duration"),
+        (&["-addr=:1", "-alts"][..], "-alts is not supported"),
+        (&["-addr=:1", "-spiffe"][..], "-spiffe is not supported"),
+        (
+            &["-addr=:1", "-bogus"][..],
+            "flag provided but not defined: -bogus",
+        ),
+        (
+            &["-addr=:1", "-tls", "-tls-ca-cert=/nonexistent/ca.pem"][..],
+            "-tls-ca-cert /nonexistent/ca.pem",
+        ),
+    ] {
+        let (code, stderr) = run_binary(&probe, args).await;
+        assert_eq!(code, 1, "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+}
+
+#[tokio::test]
+async fn grpc_health_probe_help_shows_its_single_dash_flags() {
+    let (_dir, probe) = grpc_health_probe();
+    let output = tokio::process::Command::new(&probe)
+        .arg("-h")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    let help = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        help.contains("-addr <ADDR>") && help.contains("-tls-ca-cert <FILE>"),
+        "{help}"
+    );
+    assert!(!help.contains("--"), "{help}");
 }

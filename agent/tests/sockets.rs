@@ -4,21 +4,16 @@
 
 mod checks_support;
 
-use std::convert::Infallible;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use checks_support::Pki;
+use checks_support::{GrpcHealthServer, Pki};
 use healthbridge_agent::socket::{SocketArgs, Verdict};
 use healthbridge_agent::tls::ClientTlsArgs;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 use tonic_health::ServingStatus;
-use tower::Service;
 
 /// One run of the single check `spec` of `kind` (`tcp`, `udp`, `grpc`), with a 500 ms timeout.
 async fn run(kind: &str, spec: &str, tls: &ClientTlsArgs) -> Verdict {
@@ -189,52 +184,12 @@ async fn udp_without_an_answer_fails_at_the_timeout_and_an_icmp_refusal_at_once(
     );
 }
 
-/// A real grpc.health.v1 server (tonic-health's) on loopback: `service` reports `status`; the server as a
-/// whole (`""`) is SERVING. TLS with `tls`.
 async fn grpc_server(
     service: &str,
     status: ServingStatus,
     tls: Option<rustls::ServerConfig>,
 ) -> SocketAddr {
-    let (reporter, server) = tonic_health::server::health_reporter();
-    reporter.set_service_status(service, status).await;
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let acceptor = tls.map(|config| tokio_rustls::TlsAcceptor::from(Arc::new(config)));
-    tokio::spawn(async move {
-        let _reporter = reporter;
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            let server = server.clone();
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |request| {
-                    let mut server = server.clone();
-                    async move { Ok::<_, Infallible>(server.call(request).await.unwrap()) }
-                });
-                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                match acceptor {
-                    Some(acceptor) => {
-                        if let Ok(stream) = acceptor.accept(stream).await {
-                            let _ = builder
-                                .http2_only()
-                                .serve_connection(TokioIo::new(stream), service)
-                                .await;
-                        }
-                    }
-                    None => {
-                        let _ = builder
-                            .http2_only()
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await;
-                    }
-                }
-            });
-        }
-    });
-    addr
+    GrpcHealthServer::start(service, status, tls).await.addr
 }
 
 async fn grpc(spec: &str, tls: &ClientTlsArgs) -> Verdict {

@@ -39,6 +39,12 @@ impl SocketKind {
             Self::Grpc => "/api=grpc://127.0.0.1:50051/my.Service",
         }
     }
+
+    /// [`Self::example`] without the path, for a URL given on its own.
+    fn url_example(self) -> &'static str {
+        let example = self.example();
+        example.split_once('=').map_or(example, |(_, url)| url)
+    }
 }
 
 impl fmt::Display for SocketKind {
@@ -161,10 +167,29 @@ pub fn parse_spec(kind: SocketKind, spec: &str) -> Result<SocketSpec, SocketSpec
             path: path.to_owned(),
         });
     }
+    parse_url(kind, text, path, url, kind.example())
+}
+
+/// One URL of the given kind on its own, without `PATH=` (the probe's `--url grpc://…`): the rules and messages
+/// of a `PATH=URL` line, so both accept the same targets. The returned spec's `path` is empty.
+pub fn parse_target(kind: SocketKind, url: &str) -> Result<SocketSpec, SocketSpecError> {
+    let url = url.trim();
+    parse_url(kind, url, "", url, kind.url_example())
+}
+
+/// The URL part of a spec; `text` is what messages quote (the whole spec as written).
+fn parse_url(
+    kind: SocketKind,
+    text: &str,
+    path: &str,
+    url: &str,
+    example: &'static str,
+) -> Result<SocketSpec, SocketSpecError> {
+    let quoted = || shorten(text);
     let scheme_error = || SocketSpecError::Scheme {
         spec: quoted(),
         kind,
-        example: kind.example(),
+        example,
     };
     let (scheme, rest) = url.split_once("://").ok_or_else(scheme_error)?;
     let tls = match (kind, scheme) {
@@ -257,8 +282,9 @@ pub fn parse_spec(kind: SocketKind, spec: &str) -> Result<SocketSpec, SocketSpec
     Ok(spec)
 }
 
-/// `host:port` or `[v6]:port`, with a port from 1 to 65535.
-fn split_host_port(authority: &str) -> Result<(String, u16), String> {
+/// `host:port` or `[v6]:port`, with a port from 1 to 65535; `Err` says what is wrong and what to write. The
+/// address rule of every socket URL, also used for `grpc_health_probe -addr`.
+pub fn split_host_port(authority: &str) -> Result<(String, u16), String> {
     let example = "write HOST:PORT, e.g. 127.0.0.1:5432 or [::1]:5432";
     if authority.contains('@') {
         return Err(format!("`{}` has user info: {example}", shorten(authority)));
@@ -491,6 +517,50 @@ mod tests {
             let message = error(kind, text);
             assert!(message.contains(why), "{text}: {message}");
         }
+    }
+
+    #[test]
+    fn a_target_alone_follows_the_rules_of_a_spec_line() {
+        let alone = parse_target(
+            SocketKind::Grpc,
+            " grpcs://api.shop.svc:443/shop.Cart?timeout=2s ",
+        )
+        .unwrap();
+        let line = spec(
+            SocketKind::Grpc,
+            "/api=grpcs://api.shop.svc:443/shop.Cart?timeout=2s",
+        );
+        assert_eq!(alone.path, "");
+        assert_eq!(
+            SocketSpec {
+                path: line.path.clone(),
+                ..alone
+            },
+            line
+        );
+        for url in [
+            "grpc://127.0.0.1",
+            "grpc://127.0.0.1:0",
+            "grpc://:50051",
+            "grpc://h:1/a b",
+            "grpc://h:1?send=x",
+            "grpc://h:1?timeout=0",
+        ] {
+            let alone = parse_target(SocketKind::Grpc, url).unwrap_err().to_string();
+            let line = error(SocketKind::Grpc, &format!("/api={url}"));
+            assert_eq!(
+                alone,
+                line.replacen("/api=", "", 1),
+                "the same message, quoting the URL"
+            );
+        }
+        let scheme = parse_target(SocketKind::Grpc, "grpc:/h:1")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            scheme,
+            "`grpc:/h:1`: a grpc check needs a URL like grpc://127.0.0.1:50051/my.Service"
+        );
     }
 
     #[test]

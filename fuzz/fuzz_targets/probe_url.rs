@@ -1,13 +1,15 @@
 //! Fuzzes the probe's URL handling: its flags (old single-dash spellings too) and the URL it builds from --url or
-//! --host/--statusPort/--path. Whatever it accepts is an http(s) URL with a host, aimed at the port it was given.
+//! --host/--statusPort/--path. Whatever it accepts is an http(s) URL with a host, aimed at the port it was given,
+//! or a gRPC target that the contract's rule for `grpc://` URLs (the annotation's) accepts as the same target.
 #![no_main]
 
 use std::ffi::OsString;
 
 use arbitrary::Arbitrary;
 use clap::Parser;
-use healthbridge_agent::probe::{ProbeArgs, normalize_legacy_flags};
+use healthbridge_agent::probe::{ProbeArgs, Target, normalize_legacy_flags};
 use healthbridge_contract::endpoint::parse_url;
+use healthbridge_contract::socket::{SocketKind, parse_target};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Debug, Arbitrary)]
@@ -55,7 +57,24 @@ fuzz_target!(|input: Input| {
     let Ok(parsed) = ProbeArgs::try_parse_from(&args) else {
         return;
     };
-    let Ok(uri) = parsed.target() else { return };
+    let target = parsed.target();
+    // One rule, one place: a gRPC URL the contract accepts is one the probe accepts.
+    if let Input::Url(url) = &input
+        && let Ok(spec) = parse_target(SocketKind::Grpc, url)
+    {
+        assert_eq!(target.as_ref(), Ok(&Target::Grpc(spec)), "{url:?}");
+    }
+    let Ok(target) = target else { return };
+    let uri = match target {
+        Target::Http(uri) => uri,
+        Target::Grpc(spec) => {
+            let url = parsed.url.as_deref().unwrap_or_default();
+            assert_eq!(parse_target(SocketKind::Grpc, url).as_ref(), Ok(&spec), "{url:?}");
+            assert!(!spec.host.is_empty() && spec.port != 0, "{spec:?}");
+            assert!(!matches!(input, Input::Parts { .. }), "{args:?} built {spec:?}");
+            return;
+        }
+    };
     assert!(matches!(uri.scheme_str(), Some("http" | "https")), "{uri}");
     assert!(uri.host().is_some_and(|h| !h.is_empty()), "{uri}");
     if let Input::Parts { port, .. } = input {

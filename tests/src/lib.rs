@@ -101,7 +101,9 @@ pub fn agent_start_up(vars: &[(String, String)]) -> Result<ServeArgs, String> {
         .into_invocation()
     {
         Invocation::Serve { args, .. } => args,
-        Invocation::Probe(_) => return Err(format!("parsed as probe: {argv:?}")),
+        Invocation::Probe(_) | Invocation::GrpcHealthProbe(_) => {
+            return Err(format!("parsed as probe: {argv:?}"));
+        }
     };
     EndpointChecker::new(&args.endpoints).map_err(|e| e.to_string())?;
     args.validate_check_specs().map_err(|e| e.to_string())?;

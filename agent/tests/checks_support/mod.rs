@@ -1,15 +1,15 @@
-//! Local HTTP(S) servers and a throw-away PKI for the endpoint and probe tests.
+//! Local HTTP(S) and gRPC health servers and a throw-away PKI for the endpoint, socket and probe tests.
 #![allow(clippy::unwrap_used)]
 #![allow(dead_code)]
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http::{Request, Response, StatusCode};
+use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::service::service_fn;
@@ -21,6 +21,8 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
+use tonic_health::ServingStatus;
+use tower::Service;
 
 /// A CA, a server certificate for localhost/127.0.0.1 and a client certificate, all written as PEM files.
 pub struct Pki {
@@ -263,4 +265,70 @@ async fn handle(
         respond(404, "not found")
     };
     Ok(response)
+}
+
+/// A real grpc.health.v1 server (tonic-health's) on loopback, HTTP/2 only: `service` reports `status`, the server
+/// as a whole (`""`) is SERVING; TLS (or mTLS) with a config from [`Pki::server_config`]. It keeps the request
+/// headers of every call.
+pub struct GrpcHealthServer {
+    pub addr: SocketAddr,
+    calls: Arc<Mutex<Vec<HeaderMap>>>,
+}
+
+impl GrpcHealthServer {
+    pub async fn start(
+        service: &str,
+        status: ServingStatus,
+        tls: Option<rustls::ServerConfig>,
+    ) -> Self {
+        let (reporter, server) = tonic_health::server::health_reporter();
+        reporter.set_service_status(service, status).await;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = tls.map(|config| TlsAcceptor::from(Arc::new(config)));
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let seen = calls.clone();
+        tokio::spawn(async move {
+            let _reporter = reporter;
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let server = server.clone();
+                let acceptor = acceptor.clone();
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |request: Request<Incoming>| {
+                        seen.lock().unwrap().push(request.headers().clone());
+                        let mut server = server.clone();
+                        async move { Ok::<_, Infallible>(server.call(request).await.unwrap()) }
+                    });
+                    let builder =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    match acceptor {
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                let _ = builder
+                                    .http2_only()
+                                    .serve_connection(TokioIo::new(stream), service)
+                                    .await;
+                            }
+                        }
+                        None => {
+                            let _ = builder
+                                .http2_only()
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
+                        }
+                    }
+                });
+            }
+        });
+        Self { addr, calls }
+    }
+
+    /// The request headers of the last call the server received.
+    pub fn last_call(&self) -> Option<HeaderMap> {
+        self.calls.lock().unwrap().last().cloned()
+    }
 }
