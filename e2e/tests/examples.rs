@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
 use healthbridge_e2e::echo::{tcp_on_loopback, udp_on_loopback};
-use healthbridge_e2e::fixtures::{GROUP_LABEL, example_path, label};
+use healthbridge_e2e::fixtures::{GROUP_LABEL, example_path, is_ready, label};
 use healthbridge_e2e::haproxy::HaProxy;
 use healthbridge_e2e::http::{Answer, get_on_loopback, status_on_loopback};
 use healthbridge_e2e::poll::{poll_until, when};
@@ -130,16 +130,33 @@ async fn the_udp_daemonset_echoes_on_its_node_port_and_the_example_haproxy_follo
             );
             // The example's comment: rm-ready makes that node answer 503, and haproxy takes it out.
             // Its check of 127.0.0.1 may reach the pod of any node (see above): make them all unready.
+            // With `fall 1` one 503 takes the server DOWN, and a check may reach either node's pod: the health
+            // check can only be asked once the API server says both are unready (the agents follow it).
             let pods = daemon_set_pods(&s).await?;
             for name in &pods {
                 s.set_app_ready(name, false)?;
             }
+            for name in &pods {
+                s.wait_for_pod(name, "to be unready", SETTLE, |pod| !is_ready(pod))
+                    .await?;
+            }
             wait_for_haproxy_server(&haproxy, "DOWN").await?;
-            let unready = get_on_loopback(UDP_HEALTH_NODE_PORT, "/health").await;
-            ensure!(
-                matches!(&unready, Ok(answer) if answer.status == 503),
-                "with the app unready the node's health check should answer 503, it answered {unready:?}"
-            );
+            // Within seconds, not at the agents' next GET round (12-15 s): their watches bring the change. Ten
+            // 503s in a row, since each check lands on either node's pod.
+            poll_until(
+                "the node's health check to answer 503 ten times in a row with every app unready",
+                Duration::from_secs(3),
+                || async {
+                    for _ in 0..10 {
+                        let answer = get_on_loopback(UDP_HEALTH_NODE_PORT, "/health").await?;
+                        if answer.status != 503 {
+                            return Ok(None);
+                        }
+                    }
+                    Ok(Some(()))
+                },
+            )
+            .await?;
             for name in &pods {
                 s.set_app_ready(name, true)?;
             }
