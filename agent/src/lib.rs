@@ -13,6 +13,7 @@ pub mod endpoints;
 pub mod exec;
 pub mod listen;
 pub mod metrics;
+pub mod periodic;
 pub mod pod_status;
 pub mod probe;
 pub mod render;
