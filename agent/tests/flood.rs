@@ -9,14 +9,16 @@
 //! 32 MiB minus `BOUNDS.release_idle_kib`. The figures are printed (`--nocapture`).
 #![allow(clippy::unwrap_used)]
 
-use std::net::TcpListener as StdListener;
-use std::process::{Child, Command, Stdio};
+mod process_support;
+
+use std::process::Stdio;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use healthbridge_runtime::flood::{
     Attacked, FloodBounds, Held, answers, half_open, half_open_connections, http1_status, slowloris,
 };
+use process_support::{KilledOnDrop, agent, free_port};
 use tokio::net::TcpStream;
 
 const BOUNDS: FloodBounds = FloodBounds {
@@ -35,20 +37,13 @@ const SLOWLORIS: usize = 1_000;
 const PARTIAL_REQUEST: &[u8] = b"GET /health HTTP/1.1\r\nHost: x\r\n";
 
 struct Agent {
-    child: Child,
+    process: KilledOnDrop,
     port: u16,
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Agent {
     fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.0.id()
     }
 
     fn connector(
@@ -67,17 +62,9 @@ impl Agent {
     }
 }
 
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn start_agent() -> Agent {
     let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_healthbridge-agent"))
+    let child = agent()
         .env_clear()
         .env("HTTP_HEALTHCHECK_SIDECAR_PORT", port.to_string())
         .env(
@@ -90,12 +77,15 @@ async fn start_agent() -> Agent {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let agent = Agent { child, port };
+    let started = Agent {
+        process: KilledOnDrop(child),
+        port,
+    };
     assert!(
         answers(200, || health(port)).await,
         "the agent did not answer /health on port {port}"
     );
-    agent
+    started
 }
 
 async fn health(port: u16) -> std::io::Result<u16> {
