@@ -189,6 +189,18 @@ impl Agent {
         .await
     }
 
+    /// The time from `fault_at` to the last-known answer marked stale (`what`), within the bound; 200 all along.
+    async fn stale_mark_after(&self, what: &str, fault_at: Instant) -> Duration {
+        self.until(
+            what,
+            fault_at,
+            DETECTION_BOUND,
+            Answer::stale_but_healthy,
+            |a| a.status == StatusCode::OK,
+        )
+        .await
+    }
+
     /// The time from `healed_at` back to a plain 200 (`what`), within the recovery bound.
     async fn back_to_200(&self, what: &str, healed_at: Instant) -> Duration {
         self.until(what, healed_at, RECOVERY_BOUND, Answer::ok, anything)
@@ -233,15 +245,7 @@ async fn fault_is_detected_and_recovered(fault: Fault) {
     let fault_at = Instant::now();
     api.set_fault(fault).await;
     let to_unknown = strict.unknown_after(fault_at).await;
-    let to_stale = lenient
-        .until(
-            "the stale mark",
-            fault_at,
-            DETECTION_BOUND,
-            Answer::stale_but_healthy,
-            |a| a.status == StatusCode::OK,
-        )
-        .await;
+    let to_stale = lenient.stale_mark_after("the stale mark", fault_at).await;
 
     let healed_at = Instant::now();
     api.set_fault(Fault::None).await;
@@ -412,13 +416,7 @@ async fn after_an_outage_the_agent_answers_the_pods_true_state() {
     api.set_fault(Fault::Refused).await;
     api.set_pod(CRASHLOOPING);
     lenient
-        .until(
-            "the stale mark on the old answer",
-            fault_at,
-            DETECTION_BOUND,
-            Answer::stale_but_healthy,
-            |a| a.status == StatusCode::OK,
-        )
+        .stale_mark_after("the stale mark on the old answer", fault_at)
         .await;
 
     let healed_at = Instant::now();
