@@ -7,6 +7,7 @@
 pub use healthbridge_contract::duration;
 
 pub mod bridge;
+pub mod cause;
 pub mod cli;
 pub mod config;
 pub mod endpoints;
