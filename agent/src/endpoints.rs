@@ -405,12 +405,6 @@ async fn drain(mut body: hyper::body::Incoming) {
 
 /// The innermost cause, which is the one that says what went wrong (refused, DNS, certificate).
 pub fn describe_client_error(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut innermost = error;
-    let mut depth = 0;
-    while let Some(source) = innermost.source() {
-        innermost = source;
-        depth += 1;
-    }
     let prefix = match error.downcast_ref::<hyper_util::client::legacy::Error>() {
         Some(e) if e.is_connect() => "cannot connect",
         _ => "request failed",
@@ -418,11 +412,7 @@ pub fn describe_client_error(error: &(dyn std::error::Error + 'static)) -> Strin
     if let Some(tls) = crate::tls::explain(error) {
         return format!("{prefix}: {tls}");
     }
-    if depth == 0 {
-        format!("{prefix}: {error}")
-    } else {
-        format!("{prefix}: {innermost}")
-    }
+    format!("{prefix}: {}", crate::cause::innermost(error))
 }
 
 fn resolve_location(base: &Uri, location: &str) -> Option<Uri> {

@@ -7,12 +7,14 @@
 pub use healthbridge_contract::duration;
 
 pub mod bridge;
+pub mod cause;
 pub mod cli;
 pub mod config;
 pub mod endpoints;
 pub mod exec;
 pub mod listen;
 pub mod metrics;
+pub mod periodic;
 pub mod pod_status;
 pub mod probe;
 pub mod render;

@@ -74,12 +74,10 @@ impl ListenArgs {
 }
 
 fn parse_max_connections(value: &str) -> Result<usize, String> {
-    match value.trim().parse::<usize>() {
-        Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
-        _ => Err(format!(
-            "HTTP_HEALTHCHECK_SIDECAR_MAX_CONNECTIONS (--max-connections) must be a number from 1 to 1000000, got `{value}`"
-        )),
-    }
+    healthbridge_runtime::settings::parse_max_connections(
+        value,
+        "HTTP_HEALTHCHECK_SIDECAR_MAX_CONNECTIONS (--max-connections)",
+    )
 }
 
 fn parse_timeout(value: &str) -> Result<Duration, String> {

@@ -101,13 +101,13 @@ impl Default for Metrics {
         let check_runs = Family::<CheckRunLabels, Counter>::default();
         registry.register(
             "check_runs",
-            "Runs of the socket checks (tcp, udp, grpc), by kind, path and result (healthy or unhealthy)",
+            "Runs of the exec and socket checks, by kind (exec, tcp, udp, grpc), path and result (healthy or unhealthy)",
             check_runs.clone(),
         );
         let check_duration = Family::<CheckLabels, Gauge<f64, AtomicU64>>::default();
         registry.register(
             "check_duration_seconds",
-            "How long the last run of each socket check took, by kind and path",
+            "How long the last run of each exec and socket check took, by kind and path",
             check_duration.clone(),
         );
         // Each lookup's read guard must be dropped before the next lookup may need the write lock.
@@ -176,7 +176,7 @@ impl Metrics {
             .inc();
     }
 
-    /// One run of a socket check: its result and how long it took.
+    /// One run of an exec or socket check: its result and how long it took.
     pub fn count_check_run(
         &self,
         kind: &'static str,

@@ -17,6 +17,7 @@ use hyper::body::Bytes;
 use tokio::time::Instant;
 use tower::ServiceExt;
 
+use crate::cause;
 use crate::duration::{format_duration, parse_duration};
 use crate::socket::grpc::{self, CallFailure, GrpcProbe};
 use crate::tls::ClientTlsArgs;
@@ -420,7 +421,7 @@ async fn attempt_http(
         Err(_) => {
             return cannot_connect(format!("no connection within {}", format_duration(timeout)));
         }
-        Ok(Err(e)) => return cannot_connect(innermost(e.as_ref())),
+        Ok(Err(e)) => return cannot_connect(cause::explained(e.as_ref())),
         Ok(Ok(stream)) => stream,
     };
     let remaining = timeout.saturating_sub(started.elapsed());
@@ -448,10 +449,10 @@ async fn attempt_http(
             format_duration(timeout)
         )),
         // With TLS 1.3 a rejected client certificate shows only on the first request: still a TLS failure.
-        Ok(Err(e)) if crate::tls::explain(&e).is_some() => cannot_connect(innermost(&e)),
+        Ok(Err(e)) if crate::tls::explain(&e).is_some() => cannot_connect(cause::explained(&e)),
         Ok(Err(e)) => unhealthy(format!(
             "connected but the request failed: {}",
-            innermost(&e)
+            cause::explained(&e)
         )),
         Ok(Ok(status)) if args.expected(status) => Verdict {
             exit: ProbeExit::Healthy,
@@ -463,18 +464,6 @@ async fn attempt_http(
             args.describe_expectation()
         )),
     }
-}
-
-/// The TLS explanation when the failure is TLS, else the innermost cause (refused, DNS, timeout).
-fn innermost(error: &(dyn std::error::Error + 'static)) -> String {
-    if let Some(tls) = crate::tls::explain(error) {
-        return tls;
-    }
-    let mut innermost = error;
-    while let Some(source) = innermost.source() {
-        innermost = source;
-    }
-    innermost.to_string()
 }
 
 #[cfg(test)]

@@ -100,7 +100,7 @@ pub async fn serve(mut args: ServeArgs, cancel: CancellationToken) -> Result<(),
         state.all_checks.push(Arc::new(endpoints));
     }
     if !exec.is_empty() {
-        let handle = exec.spawn(cancel.clone());
+        let handle = exec.spawn(Arc::clone(&state.metrics), cancel.clone());
         state.all_checks.push(Arc::new(handle.clone()));
         state.exec = Some(handle);
     }

@@ -2,15 +2,16 @@
 //! last result and its time on failure, and our fixes kept (no 200 before the first result, timeout, process group).
 #![allow(clippy::unwrap_used)]
 
-use std::io::{Read, Write};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+mod process_support;
 
-const AGENT: &str = env!("CARGO_BIN_EXE_healthbridge-agent");
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use process_support::{AGENT, KilledOnDrop, eventually, free_port, get};
 
 /// The agent started with `args`, its admin port moved out of the way of parallel tests; killed when dropped.
-struct Agent(Child);
+struct Agent(KilledOnDrop);
 
 impl Agent {
     fn start(program: &Path, args: &[&str]) -> Self {
@@ -26,62 +27,21 @@ impl Agent {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        Self(child)
+        Self(KilledOnDrop(child))
+    }
+
+    fn has_exited(&mut self) -> bool {
+        self.0.0.try_wait().unwrap().is_some()
     }
 
     fn stderr(mut self) -> String {
-        let _ = self.0.kill();
+        let _ = self.0.0.kill();
         let mut text = String::new();
-        if let Some(mut stderr) = self.0.stderr.take() {
+        if let Some(mut stderr) = self.0.0.stderr.take() {
             let _ = stderr.read_to_string(&mut text);
         }
         text
     }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `(status, body)` of `GET path`, or `None` while nothing listens.
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .ok()?;
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
-        .ok()?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).ok()?;
-    let status = answer.get(9..12)?.parse().ok()?;
-    let body = answer.split_once("\r\n\r\n")?.1.to_owned();
-    Some((status, body))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Polls with exponential backoff until `done` gives a value, failing after about 30 s.
-fn eventually<T>(what: &str, mut done: impl FnMut() -> Option<T>) -> T {
-    let mut pause = Duration::from_millis(10);
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while std::time::Instant::now() < deadline {
-        if let Some(value) = done() {
-            return value;
-        }
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(500));
-    }
-    panic!("not reached within 30 s: {what}")
 }
 
 #[test]
@@ -189,7 +149,7 @@ fn under_its_old_name_without_a_port_it_takes_8080() {
     let mut agent = Agent::start(&old_name, &["--cmd", "true", "-period", "100ms"]);
     // Port 8080 may be taken on a shared machine: then the agent must stop saying it cannot listen on 8080.
     let served = eventually("serving on 8080, or refusing naming that port", || {
-        if agent.0.try_wait().unwrap().is_some() {
+        if agent.has_exited() {
             return Some(false);
         }
         get(8080, "/healthz")

@@ -1,11 +1,11 @@
 //! The binary's start-up: bad configuration is refused with a message naming the variable and exit code 2.
 #![allow(clippy::unwrap_used)]
 
+mod process_support;
+
 use std::process::Command;
 
-fn agent() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_healthbridge-agent"))
-}
+use process_support::{agent, eventually, free_port, http_get};
 
 #[test]
 fn a_state_override_other_than_true_or_false_is_a_start_up_error() {
@@ -42,39 +42,6 @@ fn an_unknown_flag_is_a_start_up_error() {
     assert_eq!(output.status.code(), Some(2));
 }
 
-/// Asks `GET path` over loopback with plain HTTP/1.0; `None` while nothing listens.
-fn http_get(port: u16, path: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
-        .ok()?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).ok()?;
-    Some(answer)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Polls with exponential backoff until `done` gives a value, failing after about 20 s.
-fn eventually<T>(mut done: impl FnMut() -> Option<T>) -> T {
-    let mut pause = std::time::Duration::from_millis(5);
-    for _ in 0..20 {
-        if let Some(value) = done() {
-            return value;
-        }
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(std::time::Duration::from_secs(2));
-    }
-    panic!("condition not reached")
-}
-
 #[test]
 fn sigterm_stops_the_server_and_exits_zero() {
     let port = free_port();
@@ -84,7 +51,7 @@ fn sigterm_stops_the_server_and_exits_zero() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let answer = eventually(|| http_get(port, "/health"));
+    let answer = eventually("the agent answering /health", || http_get(port, "/health"));
     assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
     assert!(answer.ends_with("OK"), "{answer}");
 
@@ -94,7 +61,7 @@ fn sigterm_stops_the_server_and_exits_zero() {
         .status()
         .unwrap();
     assert!(killed.success());
-    let status = eventually(|| child.try_wait().unwrap());
+    let status = eventually("the agent exiting", || child.try_wait().unwrap());
     assert_eq!(status.code(), Some(0));
 }
 

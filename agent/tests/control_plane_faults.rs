@@ -5,21 +5,23 @@
 #![allow(clippy::unwrap_used)]
 
 mod fake_api;
+mod following;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
 use fake_api::{FakeApi, Fault, Kind};
+use following::Following;
 use healthbridge_agent::metrics::Metrics;
-use healthbridge_agent::pod_status::watch::{self, Followed, PodState};
-use healthbridge_agent::pod_status::{Freshness, OnStale, PodStatusSource, Target};
+use healthbridge_agent::pod_status::OnStale;
+use healthbridge_agent::pod_status::watch::{self, PodState};
 use healthbridge_agent::server::{AppState, STALE_HEADER, admin_app};
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use tokio::sync::watch as channel;
 use tokio::time::Instant;
-use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio_util::sync::DropGuard;
 use tower::ServiceExt;
 
 const READY: &str = include_str!("data/pod-ready.json");
@@ -100,29 +102,12 @@ impl Agent {
             Client::Agent => watch::client(config).unwrap(),
             Client::KubeDefault => kube::Client::try_from(config).unwrap(),
         };
-        let metrics = Arc::new(Metrics::default());
-        let cancel = CancellationToken::new();
-        let followed = Followed {
-            name: "web-0".into(),
-            namespace: "shop".into(),
-            target: Target::AllAppContainers {
-                except: "healthbridge-agent".into(),
-            },
-        };
-        let state = watch::spawn(
-            client,
-            followed,
-            max_staleness,
-            Arc::clone(&metrics),
-            cancel.clone(),
-        );
-        let source = PodStatusSource::watching(
-            state.clone(),
-            Freshness {
-                max_staleness,
-                on_stale,
-            },
-        );
+        let Following {
+            state,
+            source,
+            metrics,
+            cancel,
+        } = following::web_0(client, max_staleness, on_stale);
         // The admin port: its verbose body carries the reason the published port leaves out.
         let router = admin_app(AppState::new(
             source,
@@ -133,7 +118,7 @@ impl Agent {
             state,
             router,
             metrics,
-            _cancel: cancel.drop_guard(),
+            _cancel: cancel,
         }
     }
 
@@ -180,6 +165,48 @@ impl Agent {
         }
     }
 
+    /// Waits for the first 200, at most `RECOVERY_BOUND` after `start`.
+    async fn answers_200_since(&self, start: Instant) {
+        self.until("the first 200", start, RECOVERY_BOUND, Answer::ok, anything)
+            .await;
+    }
+
+    /// Waits for the first 200 and for the agent's watch on `api`.
+    async fn answers_200_and_watches(&self, api: &FakeApi) {
+        self.answers_200_since(Instant::now()).await;
+        eventually("a watch", RECOVERY_BOUND, || api.count(Kind::Watch) > 0).await;
+    }
+
+    /// The time from `fault_at` to "pod status unknown since …", within the bound.
+    async fn unknown_after(&self, fault_at: Instant) -> Duration {
+        self.until(
+            "unknown since",
+            fault_at,
+            DETECTION_BOUND,
+            Answer::unknown,
+            anything,
+        )
+        .await
+    }
+
+    /// The time from `fault_at` to the last-known answer marked stale (`what`), within the bound; 200 all along.
+    async fn stale_mark_after(&self, what: &str, fault_at: Instant) -> Duration {
+        self.until(
+            what,
+            fault_at,
+            DETECTION_BOUND,
+            Answer::stale_but_healthy,
+            |a| a.status == StatusCode::OK,
+        )
+        .await
+    }
+
+    /// The time from `healed_at` back to a plain 200 (`what`), within the recovery bound.
+    async fn back_to_200(&self, what: &str, healed_at: Instant) -> Duration {
+        self.until(what, healed_at, RECOVERY_BOUND, Answer::ok, anything)
+            .await
+    }
+
     /// Asserts `/health` satisfies `always` on every poll for `period`.
     async fn holds_for(&self, what: &str, period: Duration, always: impl Fn(&Answer) -> bool) {
         let start = Instant::now();
@@ -204,12 +231,8 @@ async fn ready_agents(api: &FakeApi) -> (Agent, Agent) {
     let strict = Agent::start(api, OnStale::Unhealthy);
     let lenient = Agent::start(api, OnStale::LastKnown);
     let start = Instant::now();
-    strict
-        .until("the first 200", start, RECOVERY_BOUND, Answer::ok, anything)
-        .await;
-    lenient
-        .until("the first 200", start, RECOVERY_BOUND, Answer::ok, anything)
-        .await;
+    strict.answers_200_since(start).await;
+    lenient.answers_200_since(start).await;
     (strict, lenient)
 }
 
@@ -221,36 +244,12 @@ async fn fault_is_detected_and_recovered(fault: Fault) {
 
     let fault_at = Instant::now();
     api.set_fault(fault).await;
-    let to_unknown = strict
-        .until(
-            "unknown since",
-            fault_at,
-            DETECTION_BOUND,
-            Answer::unknown,
-            anything,
-        )
-        .await;
-    let to_stale = lenient
-        .until(
-            "the stale mark",
-            fault_at,
-            DETECTION_BOUND,
-            Answer::stale_but_healthy,
-            |a| a.status == StatusCode::OK,
-        )
-        .await;
+    let to_unknown = strict.unknown_after(fault_at).await;
+    let to_stale = lenient.stale_mark_after("the stale mark", fault_at).await;
 
     let healed_at = Instant::now();
     api.set_fault(Fault::None).await;
-    let strict_back = strict
-        .until(
-            "200 after the heal",
-            healed_at,
-            RECOVERY_BOUND,
-            Answer::ok,
-            anything,
-        )
-        .await;
+    let strict_back = strict.back_to_200("200 after the heal", healed_at).await;
     let lenient_back = lenient
         .until(
             "an unmarked 200 after the heal",
@@ -339,36 +338,17 @@ async fn the_bound_holds_with_kube_clients_own_retry_layer_on() {
         MAX_STALENESS,
         &Client::KubeDefault,
     );
-    let start = Instant::now();
-    agent
-        .until("the first 200", start, RECOVERY_BOUND, Answer::ok, anything)
-        .await;
+    agent.answers_200_since(Instant::now()).await;
     let fault_at = Instant::now();
     api.set_fault(Fault::Status {
         code: 503,
         retry_after: None,
     })
     .await;
-    let to_unknown = agent
-        .until(
-            "unknown since",
-            fault_at,
-            DETECTION_BOUND,
-            Answer::unknown,
-            anything,
-        )
-        .await;
+    let to_unknown = agent.unknown_after(fault_at).await;
     let healed_at = Instant::now();
     api.set_fault(Fault::None).await;
-    let back = agent
-        .until(
-            "200 after the heal",
-            healed_at,
-            RECOVERY_BOUND,
-            Answer::ok,
-            anything,
-        )
-        .await;
+    let back = agent.back_to_200("200 after the heal", healed_at).await;
     eprintln!("measured 503 with kube's retry layer: fault→503 {to_unknown:?}, heal→200 {back:?}");
 }
 
@@ -382,24 +362,8 @@ async fn a_one_second_cut_then_a_quiet_resumed_watch_stays_200() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let healed_at = Instant::now();
     api.set_fault(Fault::None).await;
-    let back = strict
-        .until(
-            "200 after the cut",
-            healed_at,
-            RECOVERY_BOUND,
-            Answer::ok,
-            anything,
-        )
-        .await;
-    lenient
-        .until(
-            "200 after the cut",
-            healed_at,
-            RECOVERY_BOUND,
-            Answer::ok,
-            anything,
-        )
-        .await;
+    let back = strict.back_to_200("200 after the cut", healed_at).await;
+    lenient.back_to_200("200 after the cut", healed_at).await;
     // No pod event follows: only the agent's own rounds can keep the state confirmed.
     strict
         .holds_for(
@@ -452,29 +416,18 @@ async fn after_an_outage_the_agent_answers_the_pods_true_state() {
     api.set_fault(Fault::Refused).await;
     api.set_pod(CRASHLOOPING);
     lenient
-        .until(
-            "the stale mark on the old answer",
-            fault_at,
-            DETECTION_BOUND,
-            Answer::stale_but_healthy,
-            |a| a.status == StatusCode::OK,
-        )
+        .stale_mark_after("the stale mark on the old answer", fault_at)
         .await;
 
     let healed_at = Instant::now();
     api.set_fault(Fault::None).await;
-    let crashlooping = |a: &Answer| {
-        a.status == StatusCode::SERVICE_UNAVAILABLE
-            && a.stale.is_none()
-            && a.body.contains("CrashLoopBackOff")
-    };
     for agent in [&strict, &lenient] {
         agent
             .until(
                 "the crash loop",
                 healed_at,
                 RECOVERY_BOUND,
-                crashlooping,
+                Answer::crashlooping,
                 anything,
             )
             .await;
@@ -497,11 +450,7 @@ async fn a_watch_that_keeps_delivering_events_and_bookmarks_does_not_keep_the_an
  {
     let api = Arc::new(FakeApi::start(READY).await);
     let agent = Agent::start(&api, OnStale::Unhealthy);
-    let start = Instant::now();
-    agent
-        .until("the first 200", start, RECOVERY_BOUND, Answer::ok, anything)
-        .await;
-    eventually("a watch", RECOVERY_BOUND, || api.count(Kind::Watch) > 0).await;
+    agent.answers_200_and_watches(&api).await;
 
     // etcd is gone: reads fail, the API server's cache keeps the watch going.
     let fault_at = Instant::now();
@@ -573,11 +522,7 @@ async fn a_watch_that_went_silent_misses_a_change_and_the_next_get_shows_it_and_
 {
     let api = FakeApi::start(READY).await;
     let agent = Agent::start(&api, OnStale::Unhealthy);
-    let start = Instant::now();
-    agent
-        .until("the first 200", start, RECOVERY_BOUND, Answer::ok, anything)
-        .await;
-    eventually("a watch", RECOVERY_BOUND, || api.count(Kind::Watch) > 0).await;
+    agent.answers_200_and_watches(&api).await;
 
     api.set_fault(Fault::WatchSilent).await;
     let changed_at = Instant::now();
@@ -621,11 +566,7 @@ async fn a_watch_that_went_silent_misses_a_change_and_the_next_get_shows_it_and_
 async fn in_steady_state_each_round_is_one_get_and_the_watch_is_not_restarted() {
     let api = FakeApi::start(READY).await;
     let agent = Agent::start(&api, OnStale::Unhealthy);
-    let start = Instant::now();
-    agent
-        .until("the first 200", start, RECOVERY_BOUND, Answer::ok, anything)
-        .await;
-    eventually("a watch", RECOVERY_BOUND, || api.count(Kind::Watch) > 0).await;
+    agent.answers_200_and_watches(&api).await;
     let (gets, watches) = (api.count(Kind::Get), api.count(Kind::Watch));
 
     let period = Duration::from_secs(5);
@@ -669,11 +610,7 @@ async fn a_watch_event_changes_the_answer_at_once_without_waiting_for_a_get() {
         Duration::from_secs(60),
         &Client::Agent,
     );
-    let start = Instant::now();
-    agent
-        .until("the first 200", start, RECOVERY_BOUND, Answer::ok, anything)
-        .await;
-    eventually("a watch", RECOVERY_BOUND, || api.count(Kind::Watch) > 0).await;
+    agent.answers_200_and_watches(&api).await;
     let gets = api.count(Kind::Get);
 
     let changed_at = Instant::now();

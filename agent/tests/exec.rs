@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use healthbridge_agent::exec::{
@@ -30,7 +31,9 @@ fn shell(script: &str) -> Invocation {
 fn started(args: &ExecArgs) -> (ExecHandle, CancellationToken) {
     let shutdown = CancellationToken::new();
     (
-        ExecChecks::new(args).unwrap().spawn(shutdown.clone()),
+        ExecChecks::new(args)
+            .unwrap()
+            .spawn(Arc::default(), shutdown.clone()),
         shutdown,
     )
 }

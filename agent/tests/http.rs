@@ -343,12 +343,13 @@ async fn agent_with_exec(specs: &[&str]) -> AppState {
         exec: specs.iter().map(|s| (*s).to_owned()).collect(),
         ..ExecArgs::default()
     };
-    // The runners live as long as the test's runtime; nothing cancels them earlier.
-    let handle = ExecChecks::new(&args)
-        .unwrap()
-        .spawn(tokio_util::sync::CancellationToken::new());
-    handle.first_results().await;
     let mut state = healthy_agent();
+    // The runners live as long as the test's runtime; nothing cancels them earlier.
+    let handle = ExecChecks::new(&args).unwrap().spawn(
+        Arc::clone(&state.metrics),
+        tokio_util::sync::CancellationToken::new(),
+    );
+    handle.first_results().await;
     state.all_checks.push(Arc::new(handle.clone()));
     state.exec = Some(handle);
     state
@@ -374,6 +375,20 @@ async fn exec_output_never_reaches_the_published_port() {
     assert_eq!(public.body, "unhealthy: /check\n");
     let admin = get_admin(state, "/check").await;
     assert!(admin.body.contains("token=s3cr3t"), "{}", admin.body);
+}
+
+#[tokio::test]
+async fn exec_check_runs_are_counted_in_the_check_metrics_by_path_and_result() {
+    let state = agent_with_exec(&["/ready=true", "/live=false"]).await;
+    let metrics = get_admin(state, "/metrics").await.body;
+    for line in [
+        r#"healthbridge_agent_check_runs_total{kind="exec",path="/ready",result="healthy"}"#,
+        r#"healthbridge_agent_check_runs_total{kind="exec",path="/live",result="unhealthy"}"#,
+        r#"healthbridge_agent_check_duration_seconds{kind="exec",path="/ready"}"#,
+        r#"healthbridge_agent_check_duration_seconds{kind="exec",path="/live"}"#,
+    ] {
+        assert!(metrics.contains(line), "no {line} in {metrics}");
+    }
 }
 
 #[tokio::test]

@@ -3,10 +3,13 @@
 //! Needs root for the namespace; elsewhere the test says so and passes nothing off as checked.
 #![allow(clippy::unwrap_used)]
 
+mod process_support;
+
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::{Command, Stdio};
+
+use process_support::{AGENT, KilledOnDrop, eventually, free_port, http_get};
 
 /// One process as the host's `/proc` shows it.
 #[derive(Debug, Clone)]
@@ -78,51 +81,8 @@ fn below(root: i32) -> Vec<Proc> {
         .collect()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn http_get(port: u16, path: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
-        .ok()?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).ok()?;
-    Some(answer)
-}
-
-/// Polls with backoff until `done` gives a value, failing with `what` after about 30 s.
-fn eventually<T>(what: &str, mut done: impl FnMut() -> Option<T>) -> T {
-    let mut pause = Duration::from_millis(20);
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while std::time::Instant::now() < deadline {
-        if let Some(value) = done() {
-            return value;
-        }
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(500));
-    }
-    panic!("timed out waiting for {what}")
-}
-
 fn lines(path: &Path) -> usize {
     std::fs::read_to_string(path).map_or(0, |text| text.lines().count())
-}
-
-/// Kills the namespace (its init, the agent) when the test ends, pass or fail.
-struct Namespace(Child);
-
-impl Drop for Namespace {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]
@@ -154,7 +114,7 @@ fn as_pid_1_the_agent_leaves_no_zombie_and_no_escapee_of_its_exec_checks() {
     ];
     let agent = Command::new("unshare")
         .args(["--pid", "--fork", "--mount-proc", "--kill-child", "--"])
-        .arg(env!("CARGO_BIN_EXE_healthbridge-agent"))
+        .arg(AGENT)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("HTTP_HEALTHCHECK_SIDECAR_PORT", port.to_string())
@@ -171,7 +131,8 @@ fn as_pid_1_the_agent_leaves_no_zombie_and_no_escapee_of_its_exec_checks() {
         .spawn()
         .expect("unshare is needed (util-linux)");
     let unshare = i32::try_from(agent.id()).unwrap();
-    let _namespace = Namespace(agent);
+    // Kills the namespace (its init, the agent) when the test ends, pass or fail.
+    let _namespace = KilledOnDrop(agent);
     let init = eventually("the agent as PID 1 of the namespace", || {
         processes()
             .into_values()

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod checks_support;
+mod process_support;
 
 use std::ffi::OsString;
 use std::sync::atomic::Ordering;
@@ -10,6 +11,7 @@ use std::sync::atomic::Ordering;
 use checks_support::{GrpcHealthServer, Pki, TestServer};
 use clap::Parser;
 use healthbridge_agent::probe::{ProbeArgs, ProbeExit, Verdict, normalize_legacy_flags, run};
+use process_support::free_port as closed_port;
 use tonic_health::ServingStatus;
 
 fn probe(args: &[&str]) -> ProbeArgs {
@@ -362,15 +364,6 @@ async fn a_copy_named_healthbridge_probe_takes_the_old_flags() {
     .await;
     assert_eq!(code, 4);
     assert!(stderr.ends_with("(after 2 attempts)\n"), "{stderr}");
-}
-
-/// A port nothing listens on (bound, then released).
-fn closed_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A gRPC health server where `shop.Cart` reports `status` (and the server as a whole SERVING).

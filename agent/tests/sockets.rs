@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod checks_support;
+mod process_support;
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -11,6 +12,7 @@ use std::time::Duration;
 use checks_support::{GrpcHealthServer, Pki};
 use healthbridge_agent::socket::{SocketArgs, Verdict};
 use healthbridge_agent::tls::ClientTlsArgs;
+use process_support::free_port as closed_port;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 use tonic_health::ServingStatus;
@@ -32,15 +34,6 @@ async fn run(kind: &str, spec: &str, tls: &ClientTlsArgs) -> Verdict {
 
 async fn tcp(spec: &str) -> Verdict {
     run("tcp", spec, &ClientTlsArgs::default()).await
-}
-
-/// A port nothing listens on (bound, then released).
-fn closed_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A TCP server that reads one line and answers `reply` (nothing at all when `None`).
@@ -303,7 +296,7 @@ fn the_agent_serves_each_socket_check_at_its_url_and_in_all() {
     let up = listener.local_addr().unwrap().port();
     let down = closed_port();
     let (port, admin) = (closed_port(), closed_port());
-    let mut agent = std::process::Command::new(env!("CARGO_BIN_EXE_healthbridge-agent"))
+    let mut agent = process_support::agent()
         .env("HTTP_HEALTHCHECK_SIDECAR_STATE_OVERRIDE", "true")
         .env(
             "HTTP_HEALTHCHECK_SIDECAR_TCP",

@@ -3,16 +3,18 @@
 //! resourceVersion, and health calls never reach the API.
 #![allow(clippy::unwrap_used)]
 
+mod following;
+
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body as AxumBody;
+use following::Following;
 use futures::channel::mpsc;
-use healthbridge_agent::metrics::Metrics;
-use healthbridge_agent::pod_status::watch::{self, Followed, PodState};
-use healthbridge_agent::pod_status::{Freshness, OnStale, PodStatusSource, Target};
+use healthbridge_agent::pod_status::OnStale;
+use healthbridge_agent::pod_status::watch::PodState;
 use healthbridge_agent::server::{AppState, admin_app};
 use http::{Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
@@ -21,8 +23,6 @@ use hyper::body::{Bytes, Frame};
 use kube::Client;
 use kube::client::Body;
 use serde_json::{Value, json};
-use tokio::sync::watch as channel;
-use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 use tower_test::mock::{self, Handle, SendResponse};
 
@@ -132,35 +132,7 @@ impl OpenWatch {
 fn agent_watching_web_0() -> (Agent, FakeApi) {
     let (service, handle) = mock::pair::<Request<Body>, Response<MockBody>>();
     let client = Client::new(service, "shop");
-    let metrics = Arc::new(Metrics::default());
-    let cancel = CancellationToken::new();
-    let followed = Followed {
-        name: "web-0".into(),
-        namespace: "shop".into(),
-        target: Target::AllAppContainers {
-            except: "healthbridge-agent".into(),
-        },
-    };
-    let state = watch::spawn(
-        client,
-        followed,
-        MAX_STALENESS,
-        Arc::clone(&metrics),
-        cancel.clone(),
-    );
-    let source = PodStatusSource::watching(
-        state.clone(),
-        Freshness {
-            max_staleness: MAX_STALENESS,
-            on_stale: OnStale::Unhealthy,
-        },
-    );
-    let agent = Agent {
-        state,
-        source,
-        metrics,
-        _cancel: cancel.drop_guard(),
-    };
+    let agent = following::web_0(client, MAX_STALENESS, OnStale::Unhealthy);
     let api = FakeApi {
         handle,
         waiting: VecDeque::new(),
@@ -295,12 +267,7 @@ impl FakeApi {
 }
 
 /// The agent side: its state and the source `/health` reads.
-struct Agent {
-    state: channel::Receiver<PodState>,
-    source: PodStatusSource,
-    metrics: Arc<Metrics>,
-    _cancel: tokio_util::sync::DropGuard,
-}
+type Agent = Following;
 
 impl Agent {
     /// Waits for a state that satisfies `done`.

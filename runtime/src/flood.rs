@@ -231,6 +231,10 @@ pub fn open_fds(pid: u32) -> usize {
 /// What an attack's connections looked like at its end.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Held {
+    /// Connections the attack tried to open.
+    pub count: usize,
+    /// How long it held them open before counting what the server still held.
+    pub hold: Duration,
     /// Connections that connected (and took their first bytes).
     pub opened: usize,
     /// File descriptors the server had open at the end of the attack beyond those it had before: the attack's
@@ -285,6 +289,8 @@ where
     let held_by_server = open_fds(pid).saturating_sub(before);
     let released_after = released(pid, before, SLACK_FDS, SETTLE).await;
     Held {
+        count,
+        hold,
         opened: silent.len() + partial.len(),
         held_by_server,
         released_after,
@@ -316,8 +322,160 @@ where
     stop.cancel();
     let _ = trickling.await;
     Held {
+        count,
+        hold,
         opened,
         held_by_server,
         released_after,
+    }
+}
+
+/// File descriptors this test process keeps for itself beyond an attack's connections.
+const FD_RESERVE: u64 = 200;
+
+/// How many half-open connections to open: `wanted`, or fewer when this process's open-file limit (raised to its
+/// hard limit first) leaves less room; and that limit.
+pub fn half_open_connections(wanted: usize) -> (usize, u64) {
+    let fds = raise_fd_limit();
+    let room = usize::try_from(fds.saturating_sub(FD_RESERVE)).unwrap_or(wanted);
+    (wanted.min(room), fds)
+}
+
+/// Polls `request` with backoff (about 6 s in all) until it answers `expected`; false if it never does.
+pub async fn answers<R, F>(expected: u16, request: R) -> bool
+where
+    R: Fn() -> F,
+    F: Future<Output = io::Result<u16>>,
+{
+    let mut delay = Duration::from_millis(10);
+    for _ in 0..40 {
+        if request().await.is_ok_and(|status| status == expected) {
+            return true;
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(250));
+    }
+    false
+}
+
+/// One attack as the server lived it.
+#[derive(Debug, Clone)]
+pub struct Attacked {
+    pub held: Held,
+    /// What the normal requests saw meanwhile.
+    pub probes: Probes,
+    /// Peak RSS during the attack over the idle RSS before it, in KiB.
+    pub growth_kib: u64,
+}
+
+/// What a server under test must keep through a half-open flood and a slowloris, and how messages name it.
+#[derive(Debug, Clone, Copy)]
+pub struct FloodBounds {
+    /// `agent`, `webhook`.
+    pub server: &'static str,
+    /// The normal request probed during the attacks: `GET /health`.
+    pub request: &'static str,
+    /// The memory limit of the server's container (the chart's), in KiB.
+    pub memory_limit_kib: u64,
+    /// Idle RSS of the release binary, rounded up: the debug binary's idle RSS is far above it, so what is
+    /// checked is the growth under attack against the limit minus this.
+    pub release_idle_kib: u64,
+    /// The connection bound of the server's listener.
+    pub max_connections: usize,
+    /// What the slowloris speaks when it is not plain TCP: `TLS`.
+    pub slowloris_over: Option<&'static str>,
+}
+
+impl FloodBounds {
+    /// The RSS growth an attack may cause: the room a release server has under its memory limit.
+    pub fn budget_kib(&self) -> u64 {
+        self.memory_limit_kib - self.release_idle_kib
+    }
+
+    /// Runs `attack` against the server `pid` while `request` (the normal request, healthy when it answers
+    /// `expected`) runs every 100 ms; panics if the server dies.
+    pub async fn attacked<R, F, A>(
+        &self,
+        pid: u32,
+        expected: u16,
+        request: R,
+        attack: A,
+    ) -> Attacked
+    where
+        R: Fn() -> F + Send + 'static,
+        F: Future<Output = io::Result<u16>> + Send,
+        A: Future<Output = Held>,
+    {
+        let server = self.server;
+        let idle = rss_kib(pid).unwrap_or_else(|| panic!("the {server} is not running"));
+        let (held, probes, peak) = under_attack(pid, expected, request, attack).await;
+        assert!(rss_kib(pid).is_some(), "the {server} died under attack");
+        eprintln!("{server} RSS: idle {idle} KiB, peak {peak} KiB");
+        Attacked {
+            held,
+            probes,
+            growth_kib: peak.saturating_sub(idle),
+        }
+    }
+
+    /// Prints what the two attacks did (`--nocapture`) and panics where the server broke a bound: it held more
+    /// connections than its listener's bound, kept them past its timeouts, grew past its memory budget, or failed
+    /// the normal request twice in a row (a load balancer counts a backend down only after several failures).
+    pub fn check(&self, half_open: &Attacked, slowloris: &Attacked, fd_limit: u64) {
+        let (server, request, budget) = (self.server, self.request, self.budget_kib());
+        let limit_mi = self.memory_limit_kib / 1024;
+        let (half_open_held, slowloris_held) = (&half_open.held, &slowloris.held);
+        let (half_open_growth, slowloris_growth) = (half_open.growth_kib, slowloris.growth_kib);
+        let over = self
+            .slowloris_over
+            .map(|transport| format!(" {transport} connections"))
+            .unwrap_or_default();
+        eprintln!(
+            "{server} RSS growth: {half_open_growth} KiB under {} half-open connections (fd limit {fd_limit}), \
+             {slowloris_growth} KiB under a slowloris of {}{over}; budget {budget} KiB",
+            half_open_held.count, slowloris_held.count,
+        );
+        eprintln!(
+            "{request} under half-open connections: {}",
+            half_open.probes.summary()
+        );
+        eprintln!("{request} under slowloris: {}", slowloris.probes.summary());
+        eprintln!(
+            "connections the {server} still held at the end: {} of {} half-open after {} s (the rest closed {:?} later), \
+             {} of {} slowloris after {} s (the rest closed {:?} later)",
+            half_open_held.held_by_server,
+            half_open_held.opened,
+            half_open_held.hold.as_secs(),
+            half_open_held.released_after,
+            slowloris_held.held_by_server,
+            slowloris_held.opened,
+            slowloris_held.hold.as_secs(),
+            slowloris_held.released_after,
+        );
+        assert!(
+            half_open_held.held_by_server <= self.max_connections + SLACK_FDS
+                && slowloris_held.held_by_server <= self.max_connections + SLACK_FDS,
+            "the {server} held more connections than its bound: {half_open_held:?}, {slowloris_held:?}"
+        );
+        assert!(
+            half_open_held.released_after.is_some() && slowloris_held.released_after.is_some(),
+            "the {server} kept connections past its timeouts (not released within {} s): {half_open_held:?}, {slowloris_held:?}",
+            SETTLE.as_secs()
+        );
+        assert!(
+            half_open_growth < budget && slowloris_growth < budget,
+            "the {server} grew past the room its {limit_mi}Mi limit leaves: {half_open_growth} KiB (half-open), \
+             {slowloris_growth} KiB (slowloris), budget {budget} KiB"
+        );
+        for (attack, probes) in [
+            ("half-open", &half_open.probes),
+            ("slowloris", &slowloris.probes),
+        ] {
+            assert!(
+                probes.longest_failure_streak < 2 && probes.answered.len() >= 20,
+                "{request} failed twice in a row (a load balancer would start counting the backend down) under the {attack} attack: {}",
+                probes.summary()
+            );
+        }
     }
 }

@@ -8,6 +8,7 @@ pub mod fdlimit;
 pub mod flood;
 pub mod logging;
 pub mod serve;
+pub mod settings;
 pub mod shutdown;
 
 /// Content type of the OpenMetrics text exposition served at `/metrics`.

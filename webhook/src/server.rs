@@ -57,12 +57,10 @@ impl LimitArgs {
 }
 
 fn parse_max_connections(value: &str) -> Result<usize, String> {
-    match value.trim().parse::<usize>() {
-        Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
-        _ => Err(format!(
-            "HEALTHBRIDGE_MAX_CONNECTIONS (--max-connections) must be a number from 1 to 1000000, got `{value}`"
-        )),
-    }
+    healthbridge_runtime::settings::parse_max_connections(
+        value,
+        "HEALTHBRIDGE_MAX_CONNECTIONS (--max-connections)",
+    )
 }
 
 impl Default for LimitArgs {

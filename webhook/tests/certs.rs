@@ -349,6 +349,31 @@ fn fake_watched_api(state: Arc<Mutex<WatchedConfig>>, settled: Arc<Notify>) -> (
     (kube::Client::new(service, "healthbridge-system"), log)
 }
 
+/// Runs `guard_ca_bundle` over the webhook configuration `config` (the CA it knows: `ca`) until the fake API's
+/// later watch is open (`expectation` says what that means), then stops it; every request it made.
+async fn guard_until_settled(config: Value, ca: Option<&str>, expectation: &str) -> Log {
+    let state = Arc::new(Mutex::new(WatchedConfig {
+        current: config,
+        watches: 0,
+    }));
+    let settled = Arc::new(Notify::new());
+    let (client, log) = fake_watched_api(state, settled.clone());
+    let (_ca, ca_seen) = watch::channel(ca.map(str::to_owned));
+    let shutdown = CancellationToken::new();
+    let guard = tokio::spawn(guard_ca_bundle(
+        Api::all(client),
+        "healthbridge".into(),
+        ca_seen,
+        shutdown.clone(),
+    ));
+    tokio::time::timeout(std::time::Duration::from_secs(30), settled.notified())
+        .await
+        .expect(expectation);
+    shutdown.cancel();
+    guard.await.unwrap();
+    log
+}
+
 fn puts(log: &Log) -> Vec<Value> {
     log.lock()
         .unwrap()
@@ -361,26 +386,12 @@ fn puts(log: &Log) -> Vec<Value> {
 #[tokio::test]
 async fn a_stripped_ca_bundle_is_set_back_as_soon_as_the_watch_reports_it() {
     let ca = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
-    let state = Arc::new(Mutex::new(WatchedConfig {
-        current: webhook_config([Some(ca), Some(ca)]),
-        watches: 0,
-    }));
-    let settled = Arc::new(Notify::new());
-    let (client, log) = fake_watched_api(state.clone(), settled.clone());
-    let (_ca, ca_seen) = watch::channel(Some(ca.to_owned()));
-    let shutdown = CancellationToken::new();
-    let guard = tokio::spawn(guard_ca_bundle(
-        Api::all(client),
-        "healthbridge".into(),
-        ca_seen,
-        shutdown.clone(),
-    ));
-
-    tokio::time::timeout(std::time::Duration::from_secs(30), settled.notified())
-        .await
-        .expect("the guard to process the strip and watch again");
-    shutdown.cancel();
-    guard.await.unwrap();
+    let log = guard_until_settled(
+        webhook_config([Some(ca), Some(ca)]),
+        Some(ca),
+        "the guard to process the strip and watch again",
+    )
+    .await;
 
     let first = log.lock().unwrap()[0].1.clone();
     assert!(
@@ -400,25 +411,12 @@ async fn a_stripped_ca_bundle_is_set_back_as_soon_as_the_watch_reports_it() {
 
 #[tokio::test]
 async fn the_guard_writes_nothing_before_it_knows_the_ca() {
-    let state = Arc::new(Mutex::new(WatchedConfig {
-        current: webhook_config([None, None]),
-        watches: 0,
-    }));
-    let settled = Arc::new(Notify::new());
-    let (client, log) = fake_watched_api(state, settled.clone());
-    let (_ca, ca_seen) = watch::channel(None);
-    let shutdown = CancellationToken::new();
-    let guard = tokio::spawn(guard_ca_bundle(
-        Api::all(client),
-        "healthbridge".into(),
-        ca_seen,
-        shutdown.clone(),
-    ));
-    tokio::time::timeout(std::time::Duration::from_secs(30), settled.notified())
-        .await
-        .expect("the guard to see the list and the strip");
-    shutdown.cancel();
-    guard.await.unwrap();
+    let log = guard_until_settled(
+        webhook_config([None, None]),
+        None,
+        "the guard to see the list and the strip",
+    )
+    .await;
     assert!(puts(&log).is_empty());
 }
 

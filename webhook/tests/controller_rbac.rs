@@ -142,7 +142,7 @@ async fn a_pod_authors_annotations_and_labels_cannot_add_names_or_change_the_sub
         .with_annotation("healthbridge.io/resource-names", "payments-db-0")
         .with_label(SERVICE_ACCOUNT_ANNOTATION, "admin")
         .build();
-    let world = world(accepting).with_pods(std::slice::from_ref(&sneaky));
+    let world = world(accepting).with_pod(&sneaky);
 
     world.reconcile(&sneaky).await.unwrap();
     world.sync().await;
@@ -178,7 +178,7 @@ async fn a_pod_whose_agent_is_no_longer_trusted_leaves_the_role() {
     if let Some(spec) = changed.spec.as_mut() {
         spec.init_containers = Some(vec![agent_container("docker.io/library/nginx:1.27", 13000)]);
     }
-    world = world.with_pods(std::slice::from_ref(&changed));
+    world = world.with_pod(&changed);
 
     world.reconcile(&changed).await.unwrap();
     world.sync().await;
@@ -191,15 +191,11 @@ async fn a_pod_whose_agent_is_no_longer_trusted_leaves_the_role() {
 #[tokio::test]
 async fn the_last_pod_gone_deletes_the_binding_then_the_role_with_preconditions() {
     let pod = web("web-1");
-    let mut world = world(accepting).with_pods(std::slice::from_ref(&pod));
+    let mut world = world(accepting).with_pod(&pod);
     world.settle(std::slice::from_ref(&pod)).await;
 
     world.without_pod(&pod);
-    world
-        .ctx
-        .accounts
-        .mark(("shop".to_owned(), "web".to_owned()));
-    world.sync().await;
+    world.sync_account("shop", "web").await;
 
     let deletes: Vec<(String, Value)> = world
         .writes()
@@ -228,7 +224,7 @@ async fn the_last_pod_gone_deletes_the_binding_then_the_role_with_preconditions(
 async fn housekeeping_finds_a_role_whose_pods_went_unseen() {
     // A controller restarted after the pods were deleted: no Delete event, only the Role in the cache.
     let pod = web("web-1");
-    let mut world = world(accepting).with_pods(std::slice::from_ref(&pod));
+    let mut world = world(accepting).with_pod(&pod);
     world.settle(std::slice::from_ref(&pod)).await;
     world.without_pod(&pod);
 
@@ -244,11 +240,7 @@ async fn one_pod_leaving_rewrites_the_role_without_it() {
     world.settle(&pods).await;
 
     world.without_pod(&pods[0]);
-    world
-        .ctx
-        .accounts
-        .mark(("shop".to_owned(), "web".to_owned()));
-    world.sync().await;
+    world.sync_account("shop", "web").await;
 
     let roles = role_bodies(&world);
     assert_eq!(roles.len(), 1);
@@ -262,11 +254,7 @@ async fn past_the_per_role_limit_more_roles_are_written_and_dropped_when_no_long
         .map(|index| web(&format!("web-{index:05}")))
         .collect();
     let mut world = world(accepting).with_pods(&pods);
-    world
-        .ctx
-        .accounts
-        .mark(("shop".to_owned(), "web".to_owned()));
-    world.sync().await;
+    world.sync_account("shop", "web").await;
 
     let mut paths = world.written(Method::PATCH);
     paths.sort();
@@ -301,11 +289,7 @@ async fn past_the_per_role_limit_more_roles_are_written_and_dropped_when_no_long
 
     // Back under the limit: the first Role is rewritten, the second goes (binding first).
     world.without_pod(&pods[0]);
-    world
-        .ctx
-        .accounts
-        .mark(("shop".to_owned(), "web".to_owned()));
-    world.sync().await;
+    world.sync_account("shop", "web").await;
     assert_eq!(
         world.written(Method::PATCH),
         [format!("{RBAC}/shop/roles/web-healthbridge-agent")]
@@ -361,7 +345,7 @@ fn legacy<K: serde::de::DeserializeOwned>(kind: &str, pod: &str, uid: &str) -> K
 async fn an_upgrade_deletes_the_per_pod_role_and_binding_once_the_service_account_role_covers_the_pod()
  {
     let pod = web("web-1");
-    let mut world = world(accepting).with_pods(std::slice::from_ref(&pod));
+    let mut world = world(accepting).with_pod(&pod);
     world
         .roles
         .apply_watcher_event(&watcher::Event::Apply(legacy::<Role>(
@@ -422,7 +406,7 @@ async fn an_upgrade_deletes_the_per_pod_role_and_binding_once_the_service_accoun
 async fn pods_waiting_for_their_role_are_reconciled_again_after_the_sync() {
     let (requeue, mut requeued) = futures::channel::mpsc::unbounded();
     let pod = web("web-1");
-    let mut world = world(accepting).with_pods(std::slice::from_ref(&pod));
+    let mut world = world(accepting).with_pod(&pod);
     let ctx = std::sync::Arc::get_mut(&mut world.ctx).unwrap();
     ctx.accounts = AgentAccounts::with_requeue(requeue);
 
@@ -441,7 +425,7 @@ async fn pods_waiting_for_their_role_are_reconciled_again_after_the_sync() {
 async fn a_terminating_pod_keeps_its_name_while_its_agent_drains() {
     let mut draining = web("web-1");
     draining.metadata.deletion_timestamp = draining.metadata.creation_timestamp.clone();
-    let world = world(accepting).with_pods(std::slice::from_ref(&draining));
+    let world = world(accepting).with_pod(&draining);
 
     assert_eq!(
         granted_names(&world.ctx, &("shop".to_owned(), "web".to_owned())),

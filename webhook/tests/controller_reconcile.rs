@@ -3,7 +3,6 @@
 
 mod controller_support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use controller_support::world::{World, world};
@@ -11,9 +10,7 @@ use controller_support::{Recorded, accepting, pod, status};
 use healthbridge_webhook::controller::cached::CachedPod;
 use healthbridge_webhook::controller::desired::desired_agent_rbac;
 use healthbridge_webhook::controller::housekeeping::collect_garbage;
-use healthbridge_webhook::controller::reconcile::{
-    ReconcileError, SLOW_RETRY, error_policy, retry_after,
-};
+use healthbridge_webhook::controller::reconcile::{ReconcileError, SLOW_RETRY, retry_after};
 use healthbridge_webhook::keys;
 use http::{Method, StatusCode};
 use k8s_openapi::api::core::v1::{Pod, Service};
@@ -36,7 +33,7 @@ fn web_pod() -> Pod {
 async fn a_new_injected_pod_gets_its_role_binding_and_service_applied_by_the_healthbridge_manager()
 {
     let pod = web_pod();
-    let world = world(accepting).with_pods(std::slice::from_ref(&pod));
+    let world = world(accepting).with_pod(&pod);
 
     let action = world.reconcile(&pod).await.unwrap();
     assert_eq!(world.sync().await, 1, "its ServiceAccount was asked for");
@@ -74,7 +71,7 @@ async fn a_new_injected_pod_gets_its_role_binding_and_service_applied_by_the_hea
 #[tokio::test]
 async fn the_pod_is_told_its_rbac_and_node_port_are_ready() {
     let pod = web_pod();
-    let mut world = world(accepting).with_pods(std::slice::from_ref(&pod));
+    let mut world = world(accepting).with_pod(&pod);
     world.reconcile(&pod).await.unwrap();
     assert!(world.events().is_empty(), "not Ready before its Role");
     world.sync().await;
@@ -102,7 +99,7 @@ async fn the_pod_is_told_its_rbac_and_node_port_are_ready() {
 #[tokio::test]
 async fn in_steady_state_a_reconcile_makes_no_request_at_all() {
     let pod = web_pod();
-    let mut world = world(accepting).with_pods(std::slice::from_ref(&pod));
+    let mut world = world(accepting).with_pod(&pod);
     world.settle(std::slice::from_ref(&pod)).await;
 
     world.reconcile(&pod).await.unwrap();
@@ -115,7 +112,7 @@ async fn in_steady_state_a_reconcile_makes_no_request_at_all() {
 #[tokio::test]
 async fn a_user_edit_of_a_field_we_own_is_set_back() {
     let pod = web_pod();
-    let mut world = world(accepting).with_pods(std::slice::from_ref(&pod));
+    let mut world = world(accepting).with_pod(&pod);
     world.settle(std::slice::from_ref(&pod)).await;
     let mut edited = web_role();
     if let Some(rules) = edited.rules.as_mut() {
@@ -147,7 +144,7 @@ fn web_role() -> Role {
 #[tokio::test]
 async fn a_new_pinned_node_port_is_applied_to_the_existing_service() {
     let pod = web_pod();
-    let mut world = world(accepting).with_pods(std::slice::from_ref(&pod));
+    let mut world = world(accepting).with_pod(&pod);
     world.settle(std::slice::from_ref(&pod)).await;
     let mut pinned = pod.clone();
     pinned
@@ -185,7 +182,7 @@ async fn a_node_port_conflict_is_reported_on_the_pod_and_the_deployment_and_retr
         .owned_by("ReplicaSet", "web-7d9f8c6b5d")
         .with_annotation(keys::NODE_PORT, "31500")
         .build();
-    let world = world(conflicting).with_pods(std::slice::from_ref(&pod));
+    let world = world(conflicting).with_pod(&pod);
 
     let error = world.reconcile(&pod).await.unwrap_err();
 
@@ -213,10 +210,7 @@ async fn a_node_port_conflict_is_reported_on_the_pod_and_the_deployment_and_retr
             .iter()
             .all(|event| event["type"] == "Warning" && event["reason"] == "NodePortConflict")
     );
-    assert_eq!(
-        error_policy(Arc::new(CachedPod::from(&pod)), &error, world.ctx.clone()),
-        Action::requeue(SLOW_RETRY)
-    );
+    assert_eq!(world.retry_of(&pod, &error), Action::requeue(SLOW_RETRY));
 }
 
 #[tokio::test]
@@ -232,7 +226,7 @@ async fn a_forbidden_write_names_the_missing_permission() {
         }
         accepting(request)
     })
-    .with_pods(std::slice::from_ref(&pod));
+    .with_pod(&pod);
     world.reconcile(&pod).await.unwrap();
     world.sync().await;
     world.forget_requests();
@@ -246,10 +240,7 @@ async fn a_forbidden_write_names_the_missing_permission() {
     let events = world.events();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0]["reason"], "Forbidden");
-    assert_eq!(
-        error_policy(Arc::new(CachedPod::from(&pod)), &error, world.ctx.clone()),
-        Action::requeue(SLOW_RETRY)
-    );
+    assert_eq!(world.retry_of(&pod, &error), Action::requeue(SLOW_RETRY));
 }
 
 #[tokio::test]
@@ -261,16 +252,14 @@ async fn a_conflict_backs_off_exponentially_and_resets_on_success() {
         }
         accepting(request)
     })
-    .with_pods(std::slice::from_ref(&pod));
+    .with_pod(&pod);
     world.reconcile(&pod).await.unwrap();
     world.sync().await;
 
     let error = world.reconcile(&pod).await.unwrap_err();
     assert!(matches!(error.root(), ReconcileError::Api { .. }));
 
-    let delays: Vec<Action> = (0..3)
-        .map(|_| error_policy(Arc::new(CachedPod::from(&pod)), &error, world.ctx.clone()))
-        .collect();
+    let delays: Vec<Action> = (0..3).map(|_| world.retry_of(&pod, &error)).collect();
     assert_eq!(
         delays,
         [1, 2, 4].map(|seconds| Action::requeue(Duration::from_secs(seconds)))
@@ -281,7 +270,7 @@ async fn a_conflict_backs_off_exponentially_and_resets_on_success() {
 #[tokio::test]
 async fn a_pod_the_webhook_missed_gets_one_uninjected_warning_and_nothing_else() {
     let pod = pod("web-1").with_annotation(keys::INJECT, "true").build();
-    let world = world(accepting).with_pods(std::slice::from_ref(&pod));
+    let world = world(accepting).with_pod(&pod);
 
     world.reconcile(&pod).await.unwrap();
     world.reconcile(&pod).await.unwrap();
@@ -305,7 +294,7 @@ async fn an_opted_in_pod_in_a_namespace_the_webhook_skips_is_not_reported() {
         .in_namespace("kube-system")
         .with_annotation(keys::INJECT, "true")
         .build();
-    let world = world(accepting).with_pods(std::slice::from_ref(&pod));
+    let world = world(accepting).with_pod(&pod);
 
     world.reconcile(&pod).await.unwrap();
 
@@ -315,7 +304,7 @@ async fn an_opted_in_pod_in_a_namespace_the_webhook_skips_is_not_reported() {
 #[tokio::test]
 async fn a_pod_without_the_marker_is_left_alone() {
     let pod = pod("web-1").in_group("web").build();
-    let world = world(accepting).with_pods(std::slice::from_ref(&pod));
+    let world = world(accepting).with_pod(&pod);
 
     world.reconcile(&pod).await.unwrap();
 
@@ -329,7 +318,7 @@ async fn a_bad_annotation_keeps_the_rbac_and_says_what_to_fix() {
         .in_group("web")
         .with_annotation(keys::TRAFFIC_POLICY, "Nearest")
         .build();
-    let world = world(accepting).with_pods(std::slice::from_ref(&pod));
+    let world = world(accepting).with_pod(&pod);
 
     world.reconcile(&pod).await.unwrap();
     world.sync().await;
@@ -352,7 +341,7 @@ async fn a_per_pod_service_labels_the_pod_and_selects_that_label() {
         .in_group("debug")
         .with_annotation(keys::SERVICE_SCOPE, "pod")
         .build();
-    let world = world(accepting).with_pods(std::slice::from_ref(&pod));
+    let world = world(accepting).with_pod(&pod);
 
     world.reconcile(&pod).await.unwrap();
 
@@ -508,9 +497,7 @@ async fn a_forged_marker_with_a_hand_set_group_label_gets_nothing() {
         .app_on_port(8080)
         .with_annotation(keys::PORT, "8080")
         .build();
-    let world = checkout_world(accepting)
-        .await
-        .with_pods(std::slice::from_ref(&forged));
+    let world = checkout_world(accepting).await.with_pod(&forged);
 
     world.reconcile(&forged).await.unwrap();
     world.reconcile(&checkout_pod()).await.unwrap();
@@ -522,6 +509,16 @@ async fn a_forged_marker_with_a_hand_set_group_label_gets_nothing() {
     assert_eq!(events[0]["regarding"]["name"], "intruder");
     let note = events[0]["note"].as_str().unwrap();
     assert!(note.contains("no healthbridge-agent container"), "{note}");
+}
+
+/// Reconciles the pod `forged` alone, which must get no write: the note of the event it got.
+async fn note_for_untrusted(forged: &Pod) -> String {
+    let world = world(accepting).with_pod(forged);
+
+    world.reconcile(forged).await.unwrap();
+
+    assert!(world.writes().is_empty(), "{:?}", world.writes());
+    world.events()[0]["note"].as_str().unwrap().to_owned()
 }
 
 #[tokio::test]
@@ -536,12 +533,7 @@ async fn an_agent_container_on_the_apps_port_is_not_trusted() {
             8080,
         ))
         .build();
-    let world = world(accepting).with_pods(std::slice::from_ref(&forged));
-
-    world.reconcile(&forged).await.unwrap();
-
-    assert!(world.writes().is_empty(), "{:?}", world.writes());
-    let note = world.events()[0]["note"].as_str().unwrap().to_owned();
+    let note = note_for_untrusted(&forged).await;
     assert!(
         note.contains("port 8080 is also declared by container \"app\""),
         "{note}"
@@ -558,12 +550,7 @@ async fn an_agent_container_of_another_image_is_not_trusted() {
             13000,
         ))
         .build();
-    let world = world(accepting).with_pods(std::slice::from_ref(&forged));
-
-    world.reconcile(&forged).await.unwrap();
-
-    assert!(world.writes().is_empty(), "{:?}", world.writes());
-    let note = world.events()[0]["note"].as_str().unwrap().to_owned();
+    let note = note_for_untrusted(&forged).await;
     assert!(
         note.contains("not from an allowed agent repository (docker.io/healthbridge/agent)"),
         "{note}"
@@ -582,9 +569,7 @@ async fn another_workloads_pod_claiming_the_group_leaves_its_service_unchanged()
         .owned_by("ReplicaSet", "evil-5d8f7c9b6d")
         .created_at(1_700_000_600)
         .build();
-    let world = checkout_world(accepting)
-        .await
-        .with_pods(std::slice::from_ref(&claimant));
+    let world = checkout_world(accepting).await.with_pod(&claimant);
 
     let error = world.reconcile(&claimant).await.unwrap_err();
     world.reconcile(&checkout_pod()).await.unwrap();
@@ -599,11 +584,7 @@ async fn another_workloads_pod_claiming_the_group_leaves_its_service_unchanged()
         "group \"checkout\" belongs to Deployment checkout (its Service shop/checkout-healthbridge), and this pod belongs to Deployment evil: a pod joins a group only with the group's owner, so the Service stays as it is; set healthbridge.io/service to a group of this pod's own"
     );
     assert_eq!(
-        error_policy(
-            Arc::new(CachedPod::from(&claimant)),
-            &error,
-            world.ctx.clone()
-        ),
+        world.retry_of(&claimant, &error),
         Action::requeue(SLOW_RETRY)
     );
     let regarding: Vec<(String, String)> = world
@@ -633,9 +614,7 @@ async fn a_bare_pod_claiming_a_workloads_group_leaves_its_service_unchanged() {
         .in_group("checkout")
         .created_at(1_700_000_600)
         .build();
-    let world = checkout_world(accepting)
-        .await
-        .with_pods(std::slice::from_ref(&claimant));
+    let world = checkout_world(accepting).await.with_pod(&claimant);
 
     let error = world.reconcile(&claimant).await.unwrap_err();
 
@@ -657,9 +636,7 @@ async fn the_groups_service_follows_the_newest_pod_of_its_own_workload() {
         .with_annotation(keys::NODE_PORT, "31080")
         .created_at(1_700_000_300)
         .build();
-    let world = checkout_world(accepting)
-        .await
-        .with_pods(std::slice::from_ref(&next));
+    let world = checkout_world(accepting).await.with_pod(&next);
 
     world.reconcile(&checkout_pod()).await.unwrap();
 
@@ -675,9 +652,7 @@ async fn a_bare_pod_named_like_a_group_with_a_per_pod_service_never_writes_the_g
         .in_group("checkout")
         .with_annotation(keys::SERVICE_SCOPE, "pod")
         .build();
-    let world = checkout_world(accepting)
-        .await
-        .with_pods(std::slice::from_ref(&namesake));
+    let world = checkout_world(accepting).await.with_pod(&namesake);
 
     world.reconcile(&namesake).await.unwrap();
 
@@ -708,7 +683,7 @@ fn with_unmanaged(name: &'static str) -> impl Fn(&Recorded) -> (StatusCode, Valu
 #[tokio::test]
 async fn a_service_healthbridge_does_not_manage_is_never_applied_over() {
     let pod = web_pod();
-    let world = world(with_unmanaged("web-healthbridge")).with_pods(std::slice::from_ref(&pod));
+    let world = world(with_unmanaged("web-healthbridge")).with_pod(&pod);
 
     let error = world.reconcile(&pod).await.unwrap_err();
 
@@ -723,11 +698,7 @@ async fn a_service_healthbridge_does_not_manage_is_never_applied_over() {
         ),
         "{error}"
     );
-    let told: Vec<(Value, Value)> = world
-        .events()
-        .iter()
-        .map(|event| (event["reason"].clone(), event["regarding"]["kind"].clone()))
-        .collect();
+    let told = world.event_reasons_and_kinds();
     assert_eq!(
         told,
         [
@@ -740,8 +711,7 @@ async fn a_service_healthbridge_does_not_manage_is_never_applied_over() {
 #[tokio::test]
 async fn a_role_healthbridge_does_not_manage_is_never_applied_over() {
     let pod = web_pod();
-    let world =
-        world(with_unmanaged("web-healthbridge-agent")).with_pods(std::slice::from_ref(&pod));
+    let world = world(with_unmanaged("web-healthbridge-agent")).with_pod(&pod);
     world.reconcile(&pod).await.unwrap();
     world.sync().await;
 
@@ -759,11 +729,7 @@ async fn a_role_healthbridge_does_not_manage_is_never_applied_over() {
         ),
         "{error}"
     );
-    let told: Vec<(Value, Value)> = world
-        .events()
-        .iter()
-        .map(|event| (event["reason"].clone(), event["regarding"]["kind"].clone()))
-        .collect();
+    let told = world.event_reasons_and_kinds();
     assert_eq!(
         told,
         [
@@ -780,7 +746,7 @@ async fn a_per_pod_service_of_the_old_name_is_deleted_once_the_new_one_exists() 
         .in_group("debug")
         .with_annotation(keys::SERVICE_SCOPE, "pod")
         .build();
-    let mut world = world(accepting).with_pods(std::slice::from_ref(&debug));
+    let mut world = world(accepting).with_pod(&debug);
     let legacy: Service = serde_json::from_value(serde_json::json!({
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": "debug-healthbridge", "namespace": "shop", "uid": "legacy-uid", "resourceVersion": "3",
@@ -818,7 +784,7 @@ async fn a_marker_in_a_namespace_the_webhook_never_injects_is_ignored() {
         .injected()
         .in_group("coredns")
         .build();
-    let world = world(accepting).with_pods(std::slice::from_ref(&pod));
+    let world = world(accepting).with_pod(&pod);
 
     world.reconcile(&pod).await.unwrap();
 

@@ -7,7 +7,7 @@
 //! only after several failed checks) or if the server still holds the attack's connections 15 s after its timeouts.
 //!
 //! `cargo test` runs the debug binary, whose idle RSS is far above the release binary's, so what is checked is the
-//! growth under attack against 128 MiB minus `RELEASE_IDLE_KIB`. The figures are printed (`--nocapture`).
+//! growth under attack against 128 MiB minus `BOUNDS.release_idle_kib`. The figures are printed (`--nocapture`).
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -20,8 +20,7 @@ use std::time::Duration;
 use common::{fixture, review};
 use futures::future::BoxFuture;
 use healthbridge_runtime::flood::{
-    Held, Probes, SLACK_FDS, half_open, http1_status, raise_fd_limit, rss_kib, slowloris,
-    under_attack,
+    Attacked, FloodBounds, Held, answers, half_open, half_open_connections, http1_status, slowloris,
 };
 use healthbridge_webhook::certs::CertBundle;
 use rustls_pki_types::pem::PemObject;
@@ -30,15 +29,19 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-/// The webhook's memory limit in the chart.
-const MEMORY_LIMIT_KIB: u64 = 128 * 1024;
-/// Idle RSS of the release webhook, rounded up generously.
-const RELEASE_IDLE_KIB: u64 = 16 * 1024;
+const BOUNDS: FloodBounds = FloodBounds {
+    server: "webhook",
+    request: "POST /mutate",
+    // The webhook's memory limit in the chart.
+    memory_limit_kib: 128 * 1024,
+    // Idle RSS of the release webhook, rounded up generously.
+    release_idle_kib: 16 * 1024,
+    // The default connection bound of the webhook's listener.
+    max_connections: 1024,
+    slowloris_over: Some("TLS"),
+};
 const HALF_OPEN: usize = 10_000;
 const SLOWLORIS: usize = 1_000;
-const FD_RESERVE: u64 = 200;
-/// The default connection bound of the webhook's listener.
-const MAX_CONNECTIONS: usize = 1024;
 /// The first bytes of a TLS record carrying a ClientHello, and no more.
 const PARTIAL_CLIENT_HELLO: &[u8] = b"\x16\x03\x01\x02\x00\x01";
 const PARTIAL_REQUEST: &[u8] = b"POST /mutate HTTP/1.1\r\nHost: x\r\n";
@@ -109,18 +112,11 @@ impl Webhook {
             tls: TlsConnector::from(Arc::new(config)),
             _dir: dir,
         };
-        let mut delay = Duration::from_millis(10);
-        for _ in 0..40 {
-            if admit(webhook.tls.clone(), port)
-                .await
-                .is_ok_and(|s| s == 200)
-            {
-                return webhook;
-            }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_millis(250));
-        }
-        panic!("the webhook did not answer /mutate on port {port}");
+        assert!(
+            answers(200, || admit(webhook.tls.clone(), port)).await,
+            "the webhook did not answer /mutate on port {port}"
+        );
+        webhook
     }
 
     fn pid(&self) -> u32 {
@@ -140,20 +136,12 @@ impl Webhook {
         move || Box::pin(tls_connect(tls.clone(), port))
     }
 
-    async fn attacked<A: std::future::Future<Output = Held>>(
-        &self,
-        attack: A,
-    ) -> (Held, Probes, u64) {
-        let idle = rss_kib(self.pid()).unwrap();
+    /// Runs `attack` while an admission review is sent every 100 ms.
+    async fn attacked<A: std::future::Future<Output = Held>>(&self, attack: A) -> Attacked {
         let (port, tls) = (self.port, self.tls.clone());
-        let (held, probes, peak) =
-            under_attack(self.pid(), 200, move || admit(tls.clone(), port), attack).await;
-        assert!(
-            rss_kib(self.pid()).is_some(),
-            "the webhook died under attack"
-        );
-        eprintln!("webhook RSS: idle {idle} KiB, peak {peak} KiB");
-        (held, probes, peak.saturating_sub(idle))
+        BOUNDS
+            .attacked(self.pid(), 200, move || admit(tls.clone(), port), attack)
+            .await
     }
 }
 
@@ -178,13 +166,10 @@ async fn admit(tls: TlsConnector, port: u16) -> std::io::Result<u16> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_webhook_answers_admissions_within_its_memory_limit_under_half_open_connections_and_slowloris()
  {
-    let fds = raise_fd_limit();
-    let connections =
-        HALF_OPEN.min(usize::try_from(fds.saturating_sub(FD_RESERVE)).unwrap_or(HALF_OPEN));
-    let budget = MEMORY_LIMIT_KIB - RELEASE_IDLE_KIB;
+    let (connections, fds) = half_open_connections(HALF_OPEN);
 
     let webhook = Webhook::start().await;
-    let (half_open_held, half_open_probes, half_open_growth) = webhook
+    let half_open_attack = webhook
         .attacked(half_open(
             webhook.pid(),
             connections,
@@ -196,7 +181,7 @@ async fn the_webhook_answers_admissions_within_its_memory_limit_under_half_open_
     drop(webhook);
 
     let webhook = Webhook::start().await;
-    let (slowloris_held, slowloris_probes, slowloris_growth) = webhook
+    let slowloris_attack = webhook
         .attacked(slowloris(
             webhook.pid(),
             SLOWLORIS,
@@ -206,52 +191,7 @@ async fn the_webhook_answers_admissions_within_its_memory_limit_under_half_open_
         ))
         .await;
 
-    eprintln!(
-        "webhook RSS growth: {half_open_growth} KiB under {connections} half-open connections (fd limit {fds}), \
-         {slowloris_growth} KiB under a slowloris of {SLOWLORIS} TLS connections; budget {budget} KiB"
-    );
-    eprintln!(
-        "POST /mutate under half-open connections: {}",
-        half_open_probes.summary()
-    );
-    eprintln!(
-        "POST /mutate under slowloris: {}",
-        slowloris_probes.summary()
-    );
-    eprintln!(
-        "connections the webhook still held at the end: {} of {} half-open after 7 s (the rest closed {:?} later), \
-         {} of {} slowloris after 10 s (the rest closed {:?} later)",
-        half_open_held.held_by_server,
-        half_open_held.opened,
-        half_open_held.released_after,
-        slowloris_held.held_by_server,
-        slowloris_held.opened,
-        slowloris_held.released_after,
-    );
-    assert!(
-        half_open_held.held_by_server <= MAX_CONNECTIONS + SLACK_FDS
-            && slowloris_held.held_by_server <= MAX_CONNECTIONS + SLACK_FDS,
-        "the webhook held more connections than its bound: {half_open_held:?}, {slowloris_held:?}"
-    );
-    assert!(
-        half_open_held.released_after.is_some() && slowloris_held.released_after.is_some(),
-        "the webhook kept connections past its timeouts (not released within 15 s): {half_open_held:?}, {slowloris_held:?}"
-    );
-    assert!(
-        half_open_growth < budget && slowloris_growth < budget,
-        "the webhook grew past the room its 128Mi limit leaves: {half_open_growth} KiB (half-open), \
-         {slowloris_growth} KiB (slowloris), budget {budget} KiB"
-    );
-    for (attack, probes) in [
-        ("half-open", &half_open_probes),
-        ("slowloris", &slowloris_probes),
-    ] {
-        assert!(
-            probes.longest_failure_streak < 2 && probes.answered.len() >= 20,
-            "POST /mutate failed twice in a row (a load balancer would start counting the backend down) under the {attack} attack: {}",
-            probes.summary()
-        );
-    }
+    BOUNDS.check(&half_open_attack, &slowloris_attack, fds);
 }
 
 #[tokio::test]

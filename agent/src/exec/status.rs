@@ -7,6 +7,7 @@ use tokio::time::Instant;
 
 use super::spec::ExecCheck;
 use crate::duration::format_duration;
+use crate::periodic::{CheckState, PeriodicCheck, stale_reason};
 use crate::report::CheckResult;
 
 /// How one run ended.
@@ -50,17 +51,8 @@ impl RunOutcome {
     }
 }
 
-/// What one path answers right now.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ExecState {
-    NoResultYet,
-    Stale {
-        age: Duration,
-        max_age: Duration,
-        last: RunOutcome,
-    },
-    Fresh(RunOutcome),
-}
+/// What one path answers right now: its last run, fresh or stale, or none yet.
+pub type ExecState = CheckState<RunOutcome>;
 
 /// The state of one exec check, renderable as a text body, JSON or a `CheckResult`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,13 +91,7 @@ impl ExecStatus {
     pub fn reason(&self) -> String {
         match &self.state {
             ExecState::NoResultYet => "no result yet".to_owned(),
-            ExecState::Stale { age, max_age, .. } => {
-                format!(
-                    "last result is {} old (max age {})",
-                    format_duration(round_ms(*age)),
-                    format_duration(*max_age)
-                )
-            }
+            ExecState::Stale { age, max_age, .. } => stale_reason(*age, *max_age),
             ExecState::Fresh(outcome) => outcome.describe_end(),
         }
     }
@@ -209,37 +195,24 @@ impl ExecStatus {
     }
 }
 
+impl From<ExecStatus> for CheckResult {
+    fn from(status: ExecStatus) -> Self {
+        status.to_check_result()
+    }
+}
+
 fn round_ms(d: Duration) -> Duration {
     Duration::from_millis(d.as_millis() as u64)
 }
 
-/// The state of every check at `now`: stale beyond max age, unhealthy before the first result.
+/// The state of a check at `now`: stale beyond max age, unhealthy before the first result.
 pub fn evaluate(
     check: &ExecCheck,
     last: Option<&RunOutcome>,
     max_age: Duration,
     now: Instant,
 ) -> ExecStatus {
-    let state = match last {
-        None => ExecState::NoResultYet,
-        Some(last) => {
-            let age = now.saturating_duration_since(last.finished);
-            if age > max_age {
-                ExecState::Stale {
-                    age,
-                    max_age,
-                    last: last.clone(),
-                }
-            } else {
-                ExecState::Fresh(last.clone())
-            }
-        }
-    };
-    ExecStatus {
-        path: check.path.clone(),
-        command: check.command.clone(),
-        state,
-    }
+    check.status(CheckState::at(last, max_age, now))
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ use tonic_health::pb::health_client::HealthClient;
 use tower::ServiceExt;
 
 use super::Verdict;
+use crate::cause;
 use crate::tls::ClientTls;
 
 /// One gRPC health target: where to connect, how, and which service to ask about.
@@ -103,11 +104,7 @@ impl CallFailure {
         if let Some(tls) = crate::tls::explain(status) {
             return Self::Unreachable(tls);
         }
-        let mut innermost: &(dyn std::error::Error + 'static) = status;
-        while let Some(source) = innermost.source() {
-            innermost = source;
-        }
-        if std::ptr::addr_eq(innermost, status) {
+        if std::ptr::addr_eq(cause::innermost(status), status) {
             return Self::Status {
                 code: status.code(),
                 message: status.message().to_owned(),
@@ -149,11 +146,7 @@ fn innermost_text(error: &(dyn std::error::Error + 'static)) -> String {
     if let Some(tls) = crate::tls::explain(error) {
         return tls;
     }
-    let mut innermost = error;
-    while let Some(source) = innermost.source() {
-        innermost = source;
-    }
-    let message = innermost.to_string();
+    let message = cause::innermost(error).to_string();
     crate::tls::explain_alert_text(&message).unwrap_or(message)
 }
 

@@ -12,12 +12,12 @@ use healthbridge_contract::duration::{format_duration, parse_positive_duration};
 use healthbridge_contract::env;
 use healthbridge_contract::socket::{self, SocketKind, SocketSpec, SocketSpecError};
 use thiserror::Error;
-use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::setting;
 use crate::metrics::Metrics;
+use crate::periodic::{CheckState, PeriodicCheck, PeriodicChecks, RunResult, Timing, stale_reason};
 use crate::report::CheckResult;
 use crate::tls::{ClientTls, ClientTlsArgs, TlsError};
 
@@ -140,6 +140,7 @@ impl SocketArgs {
             checks,
             period: self.check_period,
             max_age: self.check_max_age,
+            timeout: self.check_timeout,
         })
     }
 }
@@ -214,6 +215,8 @@ pub struct SocketChecks {
     pub checks: Vec<SocketCheck>,
     pub period: Duration,
     pub max_age: Duration,
+    /// The timeout of a check whose URL does not say `?timeout=` (each check already holds its own).
+    pub timeout: Duration,
 }
 
 impl SocketChecks {
@@ -221,161 +224,92 @@ impl SocketChecks {
         self.checks.is_empty()
     }
 
-    /// One runner task per check, stopped by `shutdown`.
+    /// One runner task per check (the shared periodic runner), stopped by `shutdown`.
     pub fn spawn(self, metrics: Arc<Metrics>, shutdown: CancellationToken) -> SocketHandle {
-        let slots = self
-            .checks
-            .into_iter()
-            .map(|check| {
-                let (sender, results) = watch::channel(None);
-                let check = Arc::new(check);
-                tokio::spawn(run_periodically(
-                    check.clone(),
-                    sender,
-                    self.period,
-                    metrics.clone(),
-                    shutdown.clone(),
-                ));
-                Slot { check, results }
-            })
-            .collect();
-        SocketHandle {
-            inner: Arc::new(Inner {
-                slots,
-                max_age: self.max_age,
-            }),
-        }
-    }
-}
-
-struct Slot {
-    check: Arc<SocketCheck>,
-    results: watch::Receiver<Option<Outcome>>,
-}
-
-struct Inner {
-    slots: Vec<Slot>,
-    max_age: Duration,
-}
-
-/// Read side of the running socket checks; cheap to clone, answers from memory.
-#[derive(Clone)]
-pub struct SocketHandle {
-    inner: Arc<Inner>,
-}
-
-impl std::fmt::Debug for SocketHandle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SocketHandle")
-            .field("paths", &self.paths().collect::<Vec<_>>())
-            .finish_non_exhaustive()
-    }
-}
-
-impl SocketHandle {
-    pub fn paths(&self) -> impl Iterator<Item = &str> {
-        self.inner.slots.iter().map(|s| s.check.spec.path.as_str())
-    }
-
-    /// The state of the check at `path` now: unhealthy before its first result and once its result is older
-    /// than the maximum age.
-    pub fn result(&self, path: &str) -> Option<CheckResult> {
-        let slot = self
-            .inner
-            .slots
-            .iter()
-            .find(|s| s.check.spec.path == path)?;
-        Some(self.evaluate(slot, Instant::now()))
-    }
-
-    fn evaluate(&self, slot: &Slot, now: Instant) -> CheckResult {
-        let name = slot.check.name();
-        let last = slot.results.borrow();
-        let Some(last) = last.as_ref() else {
-            return CheckResult::fail(name, "no result yet");
+        let timing = Timing {
+            period: self.period,
+            timeout: self.timeout,
+            max_age: self.max_age,
         };
-        let age = now.saturating_duration_since(last.finished);
-        let result = if age > self.inner.max_age {
-            CheckResult::fail(
-                name,
-                format!(
-                    "last result is {} old (max age {}): {}",
-                    format_duration(Duration::from_millis(age.as_millis() as u64)),
-                    format_duration(self.inner.max_age),
-                    last.verdict.reason
-                ),
-            )
-        } else if last.verdict.healthy {
-            CheckResult::pass(name, last.verdict.reason.clone())
-        } else {
-            CheckResult::fail(name, last.verdict.reason.clone())
-        };
-        result.with_latency(last.took)
-    }
-
-    /// Every check, for `/all`.
-    pub fn all(&self) -> Vec<CheckResult> {
-        let now = Instant::now();
-        self.inner
-            .slots
-            .iter()
-            .map(|slot| self.evaluate(slot, now))
-            .collect()
-    }
-
-    /// Resolves once the check at `path` has a result newer than `after` (for tests).
-    pub async fn result_after(&self, path: &str, after: Instant) -> Option<CheckResult> {
-        let slot = self
-            .inner
-            .slots
-            .iter()
-            .find(|s| s.check.spec.path == path)?;
-        let mut results = slot.results.clone();
-        results
-            .wait_for(|r| r.as_ref().is_some_and(|r| r.finished > after))
-            .await
-            .ok()?;
-        self.result(path)
+        PeriodicChecks::spawn(self.checks, timing, metrics, shutdown)
     }
 }
 
-async fn run_periodically(
-    check: Arc<SocketCheck>,
-    results: watch::Sender<Option<Outcome>>,
-    period: Duration,
-    metrics: Arc<Metrics>,
-    shutdown: CancellationToken,
-) {
-    // A small random offset so checks configured together do not all fire at the same instant.
-    let max_jitter = (period / 10).min(Duration::from_millis(500));
-    let jitter = || max_jitter.mul_f64(fastrand::f64());
-    let mut next = Instant::now() + jitter();
-    let kind = check.spec.kind.as_str();
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep_until(next) => {}
-        }
+/// Read side of the running socket checks; cheap to clone, answers from memory: unhealthy before a check's first
+/// result and once its result is older than the maximum age.
+pub type SocketHandle = PeriodicChecks<SocketCheck>;
+
+impl PeriodicCheck for SocketCheck {
+    type Outcome = Outcome;
+    type Status = CheckResult;
+
+    fn kind(&self) -> &'static str {
+        self.spec.kind.as_str()
+    }
+
+    fn path(&self) -> &str {
+        &self.spec.path
+    }
+
+    fn name(&self) -> String {
+        SocketCheck::name(self)
+    }
+
+    /// Bounded by the check's own timeout (its URL's `?timeout=`, else the default it was validated with).
+    async fn run(&self, _default_timeout: Duration) -> Outcome {
         let started = Instant::now();
         // Each probe bounds itself by its timeout; this outer bound only guards against a bug in one.
-        let verdict = tokio::select! {
-            () = shutdown.cancelled() => return,
-            verdict = tokio::time::timeout(check.timeout + Duration::from_secs(1), check.run_once()) => {
-                verdict.unwrap_or_else(|_| Verdict::fail(format!("no answer within {}", format_duration(check.timeout))))
-            }
-        };
+        let verdict = tokio::time::timeout(self.timeout + Duration::from_secs(1), self.run_once())
+            .await
+            .unwrap_or_else(|_| {
+                Verdict::fail(format!(
+                    "no answer within {}",
+                    format_duration(self.timeout)
+                ))
+            });
         let took = started.elapsed();
-        metrics.count_check_run(kind, &check.spec.path, verdict.healthy, took);
-        if !verdict.healthy {
-            tracing::debug!(check = %check.name(), reason = %verdict.reason, "socket check failed");
-        }
-        results.send_replace(Some(Outcome {
+        Outcome {
             verdict,
             finished: Instant::now(),
             finished_at: SystemTime::now(),
             took,
-        }));
-        next = (started + period + jitter()).max(Instant::now());
+        }
+    }
+
+    fn status(&self, state: CheckState<Outcome>) -> CheckResult {
+        let name = SocketCheck::name(self);
+        match state {
+            CheckState::NoResultYet => CheckResult::fail(name, "no result yet"),
+            CheckState::Stale { age, max_age, last } => CheckResult::fail(
+                name,
+                format!("{}: {}", stale_reason(age, max_age), last.verdict.reason),
+            )
+            .with_latency(last.took),
+            CheckState::Fresh(Outcome { verdict, took, .. }) => if verdict.healthy {
+                CheckResult::pass(name, verdict.reason)
+            } else {
+                CheckResult::fail(name, verdict.reason)
+            }
+            .with_latency(took),
+        }
+    }
+}
+
+impl RunResult for Outcome {
+    fn healthy(&self) -> bool {
+        self.verdict.healthy
+    }
+
+    fn reason(&self) -> String {
+        self.verdict.reason.clone()
+    }
+
+    fn finished(&self) -> Instant {
+        self.finished
+    }
+
+    fn took(&self) -> Duration {
+        self.took
     }
 }
 

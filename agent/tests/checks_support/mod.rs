@@ -19,8 +19,10 @@ use rustls::RootCertStore;
 use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tokio_util::either::Either;
 use tonic_health::ServingStatus;
 use tower::Service;
 
@@ -186,21 +188,10 @@ impl TestServer {
                 let acceptor = acceptor.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req| handle(req, counters.clone()));
-                    let builder =
-                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                    match acceptor {
-                        Some(acceptor) => {
-                            if let Ok(stream) = acceptor.accept(stream).await {
-                                let _ = builder
-                                    .serve_connection(TokioIo::new(stream), service)
-                                    .await;
-                            }
-                        }
-                        None => {
-                            let _ = builder
-                                .serve_connection(TokioIo::new(stream), service)
-                                .await;
-                        }
+                    if let Some(io) = accepted(stream, acceptor.as_ref()).await {
+                        let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                            .serve_connection(io, service)
+                            .await;
                     }
                 });
             }
@@ -303,23 +294,11 @@ impl GrpcHealthServer {
                         let mut server = server.clone();
                         async move { Ok::<_, Infallible>(server.call(request).await.unwrap()) }
                     });
-                    let builder =
-                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                    match acceptor {
-                        Some(acceptor) => {
-                            if let Ok(stream) = acceptor.accept(stream).await {
-                                let _ = builder
-                                    .http2_only()
-                                    .serve_connection(TokioIo::new(stream), service)
-                                    .await;
-                            }
-                        }
-                        None => {
-                            let _ = builder
-                                .http2_only()
-                                .serve_connection(TokioIo::new(stream), service)
-                                .await;
-                        }
+                    if let Some(io) = accepted(stream, acceptor.as_ref()).await {
+                        let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                            .http2_only()
+                            .serve_connection(io, service)
+                            .await;
                     }
                 });
             }
@@ -331,4 +310,16 @@ impl GrpcHealthServer {
     pub fn last_call(&self) -> Option<HeaderMap> {
         self.calls.lock().unwrap().last().cloned()
     }
+}
+
+/// An accepted connection, through TLS when `acceptor` is set; `None` when the TLS handshake failed.
+async fn accepted(
+    stream: TcpStream,
+    acceptor: Option<&TlsAcceptor>,
+) -> Option<TokioIo<Either<TlsStream<TcpStream>, TcpStream>>> {
+    let stream = match acceptor {
+        Some(acceptor) => Either::Left(acceptor.accept(stream).await.ok()?),
+        None => Either::Right(stream),
+    };
+    Some(TokioIo::new(stream))
 }

@@ -7,7 +7,7 @@ use healthbridge_webhook::controller::NodePortRange;
 use healthbridge_webhook::controller::cached::CachedPod;
 use healthbridge_webhook::controller::context::{Context, Stores};
 use healthbridge_webhook::controller::rbac::{mark_all, sync_pending};
-use healthbridge_webhook::controller::reconcile::{ReconcileError, reconcile};
+use healthbridge_webhook::controller::reconcile::{ReconcileError, error_policy, reconcile};
 use http::{Method, StatusCode};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
@@ -76,6 +76,11 @@ impl World {
                 .apply_watcher_event(&watcher::Event::Apply(CachedPod::from(pod)));
         }
         self
+    }
+
+    /// [`Self::with_pods`] with one pod.
+    pub fn with_pod(self, pod: &Pod) -> Self {
+        self.with_pods(std::slice::from_ref(pod))
     }
 
     /// The pod is gone: its watch delivered the deletion.
@@ -178,8 +183,29 @@ impl World {
             .collect()
     }
 
+    /// `(reason, kind of the object it is about)` of every event sent, in order.
+    pub fn event_reasons_and_kinds(&self) -> Vec<(Value, Value)> {
+        self.events()
+            .iter()
+            .map(|event| (event["reason"].clone(), event["regarding"]["kind"].clone()))
+            .collect()
+    }
+
     pub async fn reconcile(&self, pod: &Pod) -> Result<Action, ReconcileError> {
         reconcile(Arc::new(CachedPod::from(pod)), self.ctx.clone()).await
+    }
+
+    /// When the controller retries `pod` after its reconcile failed with `error`.
+    pub fn retry_of(&self, pod: &Pod, error: &ReconcileError) -> Action {
+        error_policy(Arc::new(CachedPod::from(pod)), error, self.ctx.clone())
+    }
+
+    /// The pods of one ServiceAccount changed, as the pod watch reports it: the account is asked for, then synced.
+    pub async fn sync_account(&self, namespace: &str, name: &str) -> usize {
+        self.ctx
+            .accounts
+            .mark((namespace.to_owned(), name.to_owned()));
+        self.sync().await
     }
 
     /// What the background loop does once its window is over: syncs the ServiceAccounts asked for.
