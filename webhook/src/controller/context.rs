@@ -12,7 +12,7 @@ use kube::ResourceExt;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 
-use super::cached::{CachedPod, PodView};
+use super::cached::{CachedPod, PodMarks, PodView};
 use super::desired::{NodePortRange, is_uninjected};
 use super::group_index::GroupIndex;
 use super::rbac::AgentAccounts;
@@ -137,7 +137,7 @@ impl Context {
         // The store is the truth: an index entry is only a candidate, checked against the cached pod.
         let in_group = |pod: &CachedPod| {
             pod.namespace().as_deref() == Some(namespace)
-                && pod.labels().get(keys::GROUP_LABEL).map(String::as_str) == Some(group)
+                && pod.label(keys::GROUP_LABEL) == Some(group)
         };
         match &self.group_index {
             Some(index) => index
@@ -182,7 +182,7 @@ impl Context {
             .is_some_and(|namespace| self.never_injected.contains(namespace))
     }
 
-    pub(super) fn missed_by_webhook(&self, pod: &impl kube::Resource) -> bool {
+    pub(super) fn missed_by_webhook(&self, pod: &impl PodMarks) -> bool {
         is_uninjected(pod)
             && pod
                 .meta()

@@ -5,11 +5,10 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, PoisonError, RwLock};
 
-use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher::Event;
 
-use super::cached::{CachedPod as Pod, PodView};
+use super::cached::{CachedPod as Pod, PodMarks, PodView};
 use crate::keys;
 
 /// Pods by what they are indexed by, per namespace. Names are shared strings, not `ObjectRef`s (which carry a UID
@@ -27,7 +26,7 @@ struct Groups {
 pub type IndexKey = fn(&Pod) -> Option<String>;
 
 fn group_label(pod: &Pod) -> Option<String> {
-    pod.labels().get(keys::GROUP_LABEL).cloned()
+    pod.label(keys::GROUP_LABEL).map(str::to_owned)
 }
 
 fn service_account(pod: &Pod) -> Option<String> {

@@ -32,7 +32,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
-use self::cached::{CachedPod, PodView};
+use self::cached::{CachedPod, PodMarks, PodView};
 use self::context::{Context, Stores};
 pub use self::desired::NodePortRange;
 use self::group_index::GroupIndex;
@@ -395,7 +395,7 @@ fn pods_of_service(
         .into_iter()
         .filter(|reference| {
             pods.get(reference)
-                .is_some_and(|pod| pod.labels().get(keys::GROUP_LABEL) == Some(group))
+                .is_some_and(|pod| pod.label(keys::GROUP_LABEL) == Some(group.as_str()))
         })
         .collect()
 }

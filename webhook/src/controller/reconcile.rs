@@ -11,7 +11,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 
 use super::apply::{ensure_pod_label, ensure_service, remove_legacy_pod_service};
-use super::cached::{CachedPod, PodView};
+use super::cached::{CachedPod, PodMarks, PodView};
 use super::claim::ClaimConflict;
 use super::context::Context;
 use super::desired::{
@@ -289,8 +289,7 @@ async fn newest_of_owner(
     ctx: &Context,
     workload: Option<&OwnerReference>,
 ) -> Result<Option<(Arc<CachedPod>, u16)>, ReconcileError> {
-    let (Some(namespace), Some(group)) = (pod.namespace(), pod.labels().get(keys::GROUP_LABEL))
-    else {
+    let (Some(namespace), Some(group)) = (pod.namespace(), pod.label(keys::GROUP_LABEL)) else {
         return Ok(None);
     };
     let mut candidates: Vec<Arc<CachedPod>> = ctx
@@ -299,12 +298,7 @@ async fn newest_of_owner(
         .filter(|other| {
             is_injected(other.as_ref())
                 && other.metadata.deletion_timestamp.is_none()
-                && shares_group_service(
-                    other
-                        .annotations()
-                        .get(keys::SERVICE_SCOPE)
-                        .map(String::as_str),
-                )
+                && shares_group_service(other.annotation(keys::SERVICE_SCOPE))
         })
         .collect();
     candidates.sort_by(|a, b| {
