@@ -18,7 +18,9 @@ use super::desired::{
     ServiceScope, ServiceSettings, SettingsError, desired_service, is_injected, pod_identity,
     service_settings, service_target,
 };
-use super::events::{normal, publish, ready_note, reference_to, warn_uninjected, warning};
+use super::events::{
+    normal, publish, publish_once, ready_note, reference_to, warn_uninjected, warning,
+};
 use super::metrics::{Outcome, metrics};
 use super::owner::workload_owner;
 use super::rbac::{account_of, covering_role, remove_legacy_pod_rbac};
@@ -259,7 +261,7 @@ async fn reconcile_pod(pod: &CachedPod, ctx: &Context) -> Result<(Outcome, Actio
 
     if let (true, Some(role)) = (changed, &role) {
         let note = ready_note(&identity, role, &target.name, node_port, &settings);
-        publish(ctx, &normal("Ready", &note), &pod.object_ref(&())).await;
+        publish_once(ctx, &normal("Ready", &note), &pod.object_ref(&())).await;
     }
     Ok((Outcome::Success, Action::requeue(RESYNC)))
 }
