@@ -17,10 +17,13 @@ use crate::keys;
 #[derive(Debug, Default)]
 struct Groups {
     /// namespace → key → the names of its pods.
-    members: HashMap<Arc<str>, HashMap<Arc<str>, HashSet<Arc<str>>>>,
+    members: HashMap<Arc<str>, KeyMembers>,
     /// namespace → pod name → its key.
     key_of: HashMap<Arc<str>, HashMap<Arc<str>, Arc<str>>>,
 }
+
+/// In one namespace: each key's pod names.
+type KeyMembers = HashMap<Arc<str>, HashSet<Arc<str>>>;
 
 /// What a pod is indexed by, besides its namespace.
 pub type IndexKey = fn(&Pod) -> Option<String>;
