@@ -50,6 +50,10 @@ enum Command {
         pods: usize,
         #[arg(long, default_value = "healthbridge-bench")]
         namespace: String,
+        /// The pods were reconciled by an earlier process: one pass from empty caches, as after a restart, that
+        /// must write nothing.
+        #[arg(long)]
+        restarted: bool,
     },
 }
 
@@ -66,13 +70,19 @@ async fn main() -> anyhow::Result<()> {
             server,
             pods,
             namespace,
-        } => run(server, pods, &namespace).await,
+            restarted,
+        } => run(server, pods, &namespace, restarted).await,
     }
 }
 
 // ---------------------------------------------------------------- the controller side
 
-async fn run(server: Option<String>, pods: usize, namespace: &str) -> anyhow::Result<()> {
+async fn run(
+    server: Option<String>,
+    pods: usize,
+    namespace: &str,
+    restarted: bool,
+) -> anyhow::Result<()> {
     let real = server.is_none();
     let client = match server {
         Some(url) => {
@@ -84,6 +94,9 @@ async fn run(server: Option<String>, pods: usize, namespace: &str) -> anyhow::Re
             .context("no KUBECONFIG and no --server")?,
     };
     if !real {
+        if restarted {
+            return measure_restart(&client, pods, "in-process fake API server").await;
+        }
         return measure(&client, pods, "in-process fake API server").await;
     }
     let seeded = seed_real_cluster(&client, namespace, pods).await;
@@ -100,11 +113,11 @@ async fn run(server: Option<String>, pods: usize, namespace: &str) -> anyhow::Re
 
 async fn measure(client: &kube::Client, pods: usize, against: &str) -> anyhow::Result<()> {
     let writes_before = metrics::metrics().total_writes();
-    let first = reconcile_all(client, pods).await?;
+    let (first, rss_first) = reconcile_all(client, pods).await?;
     let writes_first = metrics::metrics().total_writes() - writes_before;
-    let rss_first = rss_kib();
-    // A fresh controller re-lists everything and reconciles every pod: what a resync or a restart costs.
-    let second = reconcile_all(client, pods).await?;
+    // A second leader term in the same process (the Lease lost and taken again): fresh caches, every pod reconciled
+    // again, the first term's memory freed (or kept by the allocator).
+    let (second, rss_second) = reconcile_all(client, pods).await?;
     let writes_resync = metrics::metrics().total_writes() - writes_before - writes_first;
     println!("pods: {pods} ({against})");
     println!(
@@ -112,12 +125,12 @@ async fn measure(client: &kube::Client, pods: usize, against: &str) -> anyhow::R
         first.as_secs_f64()
     );
     println!(
-        "full resync (fresh caches): {:.2}s, {writes_resync} API writes (must be 0)",
+        "second leader term (fresh caches, same process): {:.2}s, {writes_resync} API writes (must be 0)",
         second.as_secs_f64()
     );
     println!(
-        "controller RSS after reconciling all: {rss_first} KiB; after resync: {} KiB",
-        rss_kib()
+        "controller RSS after the first pass: {rss_first} KiB; after the second term: {rss_second} KiB; peak (VmHWM): {} KiB",
+        status_kib("VmHWM:")
     );
     if writes_resync != 0 {
         bail!("steady state wrote {writes_resync} times");
@@ -125,8 +138,27 @@ async fn measure(client: &kube::Client, pods: usize, against: &str) -> anyhow::R
     Ok(())
 }
 
-/// Runs one controller until `pods` more successful reconciles than before, returns how long it took.
-async fn reconcile_all(client: &kube::Client, pods: usize) -> anyhow::Result<Duration> {
+/// A fresh process over pods an earlier one reconciled: what a restart costs (full relist, every pod reconciled).
+async fn measure_restart(client: &kube::Client, pods: usize, against: &str) -> anyhow::Result<()> {
+    let (took, rss) = reconcile_all(client, pods).await?;
+    let writes = metrics::metrics().total_writes();
+    println!(
+        "restart (new process, {pods} pods, {against}): {:.2}s, {writes} API writes (must be 0)",
+        took.as_secs_f64()
+    );
+    println!(
+        "controller RSS after the restart: {rss} KiB; peak (VmHWM): {} KiB",
+        status_kib("VmHWM:")
+    );
+    if writes != 0 {
+        bail!("a restart over reconciled pods wrote {writes} times");
+    }
+    Ok(())
+}
+
+/// Runs one controller until `pods` more successful reconciles than before; returns how long it took and the RSS
+/// (KiB) once it is done, taken while the controller still runs with its caches full.
+async fn reconcile_all(client: &kube::Client, pods: usize) -> anyhow::Result<(Duration, u64)> {
     let args = ControllerArgs {
         lease_name: "bench".to_owned(),
         // Not the pods' namespace: the controller ignores pods in its own namespace (the webhook never injects there).
@@ -181,9 +213,10 @@ async fn reconcile_all(client: &kube::Client, pods: usize) -> anyhow::Result<Dur
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let elapsed = last_change - started;
+    let rss = rss_kib();
     stop.cancel();
     running.await?;
-    Ok(elapsed)
+    Ok((elapsed, rss))
 }
 
 async fn seed_real_cluster(
@@ -230,12 +263,17 @@ async fn seed_real_cluster(
 }
 
 fn rss_kib() -> u64 {
+    status_kib("VmRSS:")
+}
+
+/// A `/proc/self/status` figure in KiB (`VmRSS:` now, `VmHWM:` the peak).
+fn status_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|status| {
             status
                 .lines()
-                .find(|line| line.starts_with("VmRSS:"))
+                .find(|line| line.starts_with(field))
                 .map(str::to_owned)
         })
         .and_then(|line| {

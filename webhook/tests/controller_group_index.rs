@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use healthbridge_webhook::controller::cached::CachedPod as Pod;
+use healthbridge_webhook::controller::cached::{CachedPod as Pod, PodMarks};
 use healthbridge_webhook::controller::group_index::GroupIndex;
 use kube::ResourceExt;
 use kube::runtime::reflector::{self, Store, store::Writer};
@@ -56,7 +56,7 @@ impl Cache {
         self.store
             .state_filter(|pod| {
                 pod.namespace().as_deref() == Some(namespace)
-                    && pod.labels().get(GROUP_LABEL).map(String::as_str) == Some(group)
+                    && pod.label(GROUP_LABEL) == Some(group)
             })
             .iter()
             .map(|pod| pod.name_any())

@@ -490,6 +490,51 @@ fn service_writes(world: &World) -> Vec<Recorded> {
 }
 
 #[tokio::test]
+async fn ready_is_created_anew_each_time_while_a_repeated_warning_is_counted_as_a_series() {
+    let untrusted = pod("intruder").with_marker().in_group("web").build();
+    let ready = web_pod();
+    let mut world = world(accepting).with_pods(&[ready.clone(), untrusted.clone()]);
+    world.settle(std::slice::from_ref(&ready)).await;
+    // The pod's Service settings change: the next reconcile applies the Service and tells the pod Ready again.
+    let changed = pod("web-7d9f8c6b5d-x2x7q")
+        .injected()
+        .in_group("web")
+        .owned_by("ReplicaSet", "web-7d9f8c6b5d")
+        .with_service_account("web")
+        .with_annotation(keys::TRAFFIC_POLICY, "Cluster")
+        .build();
+    world
+        .pods
+        .apply_watcher_event(&watcher::Event::Apply(CachedPod::from(&changed)));
+
+    world.reconcile(&changed).await.unwrap();
+    world.reconcile(&untrusted).await.unwrap();
+    world.reconcile(&untrusted).await.unwrap();
+
+    let events: Vec<(Method, String)> = world
+        .requests()
+        .into_iter()
+        .filter(Recorded::is_event)
+        .map(|request| {
+            let reason = request.body["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            (request.method, reason)
+        })
+        .collect();
+    assert_eq!(
+        events,
+        [
+            // Ready is not kept by the recorder (one per pod of a burst would stay in memory for minutes).
+            (Method::POST, "Ready".to_owned()),
+            (Method::POST, "Untrusted".to_owned()),
+            (Method::PATCH, "Untrusted".to_owned()),
+        ]
+    );
+}
+
+#[tokio::test]
 async fn a_forged_marker_with_a_hand_set_group_label_gets_nothing() {
     let forged = pod("intruder")
         .with_marker()

@@ -11,7 +11,7 @@ use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::cached::CachedPod;
+use super::cached::{CachedPod, PodMarks};
 use super::claim::{holder, may_apply};
 use super::context::{APPLIED_MEMO, Applied, Context};
 use super::desired::{PodIdentity, ServiceSettings, needs_apply, pod_label_value};
@@ -200,7 +200,7 @@ pub(super) async fn ensure_pod_label(
     identity: &PodIdentity,
 ) -> Result<bool, ReconcileError> {
     let value = pod_label_value(&identity.name);
-    if pod.labels().get(keys::POD_LABEL) == Some(&value) {
+    if pod.label(keys::POD_LABEL) == Some(value.as_str()) {
         return Ok(false);
     }
     let patch = serde_json::json!({

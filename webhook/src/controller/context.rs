@@ -9,10 +9,10 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::ResourceExt;
-use kube::runtime::events::Recorder;
+use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 
-use super::cached::{CachedPod, PodView};
+use super::cached::{CachedPod, PodMarks, PodView};
 use super::desired::{NodePortRange, is_uninjected};
 use super::group_index::GroupIndex;
 use super::rbac::AgentAccounts;
@@ -27,7 +27,10 @@ pub struct Context {
     pub roles: Store<Role>,
     pub role_bindings: Store<RoleBinding>,
     pub services: Store<Service>,
+    /// Publishes the Events that may repeat (warnings retried every few minutes), as a series per pod and reason.
     pub recorder: Recorder,
+    /// Who publishes: also for the Events that do not repeat (see [`super::events::publish_once`]).
+    pub reporter: Reporter,
     pub node_port_range: NodePortRange,
     /// Images trusted as the agent: a pod is acted on only when its agent container comes from one of them.
     pub agent_images: AgentImages,
@@ -68,17 +71,18 @@ impl Context {
     pub fn new(
         client: kube::Client,
         stores: Stores,
-        recorder: Recorder,
+        reporter: Reporter,
         node_port_range: NodePortRange,
         agent_images: AgentImages,
     ) -> Self {
         Self {
+            recorder: Recorder::new(client.clone(), reporter.clone()),
             client,
             pods: stores.pods,
             roles: stores.roles,
             role_bindings: stores.role_bindings,
             services: stores.services,
-            recorder,
+            reporter,
             node_port_range,
             agent_images,
             replica_set_owners: Mutex::default(),
@@ -137,7 +141,7 @@ impl Context {
         // The store is the truth: an index entry is only a candidate, checked against the cached pod.
         let in_group = |pod: &CachedPod| {
             pod.namespace().as_deref() == Some(namespace)
-                && pod.labels().get(keys::GROUP_LABEL).map(String::as_str) == Some(group)
+                && pod.label(keys::GROUP_LABEL) == Some(group)
         };
         match &self.group_index {
             Some(index) => index
@@ -182,7 +186,7 @@ impl Context {
             .is_some_and(|namespace| self.never_injected.contains(namespace))
     }
 
-    pub(super) fn missed_by_webhook(&self, pod: &impl kube::Resource) -> bool {
+    pub(super) fn missed_by_webhook(&self, pod: &impl PodMarks) -> bool {
         is_uninjected(pod)
             && pod
                 .meta()

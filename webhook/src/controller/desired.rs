@@ -11,10 +11,9 @@ use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::Resource;
 use serde_json::Value;
 
-use super::cached::PodView;
+use super::cached::{PodMarks, PodView};
 use super::names::{agent_rbac_name, object_name, pod_service_name, short_hash};
 use crate::keys;
 
@@ -24,24 +23,16 @@ pub use crate::config::DEFAULT_AGENT_PORT;
 pub const SERVICE_PORT_NAME: &str = "health";
 
 /// True when the webhook injected the agent (marker annotation present).
-pub fn is_injected(pod: &impl Resource) -> bool {
-    annotation(pod, keys::STATUS) == Some(keys::STATUS_INJECTED)
+pub fn is_injected(pod: &impl PodMarks) -> bool {
+    pod.annotation(keys::STATUS) == Some(keys::STATUS_INJECTED)
 }
 
 /// True when the pod asked for the agent by annotation but the webhook did not inject it
 /// (the webhook was down and `failurePolicy: Ignore` let the pod through).
-pub fn is_uninjected(pod: &impl Resource) -> bool {
-    annotation(pod, keys::INJECT) == Some("true")
+pub fn is_uninjected(pod: &impl PodMarks) -> bool {
+    pod.annotation(keys::INJECT) == Some("true")
         && !is_injected(pod)
         && pod.meta().deletion_timestamp.is_none()
-}
-
-fn annotation<'a>(pod: &'a impl Resource, key: &str) -> Option<&'a str> {
-    pod.meta()
-        .annotations
-        .as_ref()?
-        .get(key)
-        .map(String::as_str)
 }
 
 /// What the controller needs to know about a pod that the API server has named.
@@ -234,7 +225,7 @@ pub fn service_settings(
 ) -> Result<ServiceSettings, SettingsError> {
     let port = match pod.agent_facts().declared_port {
         Some(port) => port,
-        None => match annotation(pod, keys::PORT) {
+        None => match pod.annotation(keys::PORT) {
             Some(value) => parse_port(value).map_err(|why| SettingsError::Port {
                 key: keys::PORT,
                 why: why.into(),
@@ -242,7 +233,8 @@ pub fn service_settings(
             None => DEFAULT_AGENT_PORT,
         },
     };
-    let node_port = annotation(pod, keys::NODE_PORT)
+    let node_port = pod
+        .annotation(keys::NODE_PORT)
         .map(|value| {
             parse_node_port(value, range).map_err(|why| SettingsError::NodePort {
                 key: keys::NODE_PORT,
@@ -250,7 +242,8 @@ pub fn service_settings(
             })
         })
         .transpose()?;
-    let traffic_policy = annotation(pod, keys::TRAFFIC_POLICY)
+    let traffic_policy = pod
+        .annotation(keys::TRAFFIC_POLICY)
         .map(|value| {
             parse_traffic_policy(value).map_err(|why| SettingsError::TrafficPolicy {
                 key: keys::TRAFFIC_POLICY,
@@ -259,7 +252,8 @@ pub fn service_settings(
         })
         .transpose()?
         .unwrap_or_default();
-    let scope = annotation(pod, keys::SERVICE_SCOPE)
+    let scope = pod
+        .annotation(keys::SERVICE_SCOPE)
         .map(|value| {
             parse_scope(value).map_err(|why| SettingsError::Scope {
                 key: keys::SERVICE_SCOPE,
@@ -360,7 +354,7 @@ pub enum TargetError {
 /// The Service for a pod: per group (owned by the workload, or by nobody and then garbage-collected by the
 /// controller) or, with `service-scope: pod`, per pod (owned by the pod, selecting the per-pod label).
 pub fn service_target(
-    pod: &impl Resource,
+    pod: &impl PodMarks,
     identity: &PodIdentity,
     scope: ServiceScope,
     workload: Option<OwnerReference>,
@@ -379,15 +373,12 @@ pub fn service_target(
         }
         ServiceScope::Group => {
             let group = pod
-                .meta()
-                .labels
-                .as_ref()
-                .and_then(|labels| labels.get(keys::GROUP_LABEL))
+                .label(keys::GROUP_LABEL)
                 .filter(|group| !group.is_empty())
                 .ok_or(TargetError::NoGroup {
                     label: keys::GROUP_LABEL,
                 })?;
-            let selector = BTreeMap::from([(keys::GROUP_LABEL.to_owned(), group.clone())]);
+            let selector = BTreeMap::from([(keys::GROUP_LABEL.to_owned(), group.to_owned())]);
             Ok(ServiceTarget {
                 name: object_name(group),
                 namespace: identity.namespace.clone(),

@@ -4,7 +4,7 @@ use std::sync::PoisonError;
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Resource, ResourceExt};
 
 use super::context::Context;
@@ -93,7 +93,19 @@ pub(super) fn reference_to(owner: &OwnerReference, namespace: Option<String>) ->
 
 /// Events are best effort: a failure to report is logged, never fails the reconcile.
 pub(super) async fn publish(ctx: &Context, event: &Event, reference: &ObjectReference) {
-    if let Err(err) = ctx.recorder.publish(event, reference).await {
+    report(ctx.recorder.publish(event, reference).await, event);
+}
+
+/// Publishes an Event that does not repeat (`Ready`, once per pod) through a recorder of its own: the shared one
+/// keeps every Event it published for six minutes (to count a repeat as a series), which after a burst of 10,000
+/// new pods is 10,000 Events held in memory for nothing.
+pub(super) async fn publish_once(ctx: &Context, event: &Event, reference: &ObjectReference) {
+    let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
+    report(recorder.publish(event, reference).await, event);
+}
+
+fn report(published: Result<(), kube::Error>, event: &Event) {
+    if let Err(err) = published {
         tracing::warn!(reason = %event.reason, error = %err, "could not publish an Event (does the ClusterRole allow create/patch on events.k8s.io events?)");
     }
 }

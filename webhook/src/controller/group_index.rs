@@ -3,29 +3,33 @@
 //! every cached pod.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
-use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher::Event;
 
-use super::cached::{CachedPod as Pod, PodView};
+use super::cached::{CachedPod as Pod, PodMarks, PodView};
 use crate::keys;
 
-/// A group: its namespace and label value.
-type GroupKey = (String, String);
-
+/// Pods by what they are indexed by, per namespace. Names are shared strings, not `ObjectRef`s (which carry a UID
+/// and a resourceVersion): at 10,000 pods an entry per pod is what this costs, so it stays small. A namespace and a
+/// group name are stored once per group, a pod's name once for both maps.
 #[derive(Debug, Default)]
 struct Groups {
-    members: HashMap<GroupKey, HashSet<ObjectRef<Pod>>>,
-    group_of: HashMap<ObjectRef<Pod>, GroupKey>,
+    /// namespace → key → the names of its pods.
+    members: HashMap<Arc<str>, KeyMembers>,
+    /// namespace → pod name → its key.
+    key_of: HashMap<Arc<str>, HashMap<Arc<str>, Arc<str>>>,
 }
+
+/// In one namespace: each key's pod names.
+type KeyMembers = HashMap<Arc<str>, HashSet<Arc<str>>>;
 
 /// What a pod is indexed by, besides its namespace.
 pub type IndexKey = fn(&Pod) -> Option<String>;
 
 fn group_label(pod: &Pod) -> Option<String> {
-    pod.labels().get(keys::GROUP_LABEL).cloned()
+    pod.label(keys::GROUP_LABEL).map(str::to_owned)
 }
 
 fn service_account(pod: &Pod) -> Option<String> {
@@ -34,30 +38,56 @@ fn service_account(pod: &Pod) -> Option<String> {
 
 impl Groups {
     fn insert(&mut self, pod: &Pod, key: IndexKey) {
-        let reference = ObjectRef::from_obj(pod);
-        let group = pod.namespace().zip(key(pod));
-        if self.group_of.get(&reference) == group.as_ref() {
-            return;
-        }
-        self.remove(&reference);
-        if let Some(group) = group {
-            self.members
-                .entry(group.clone())
-                .or_default()
-                .insert(reference.clone());
-            self.group_of.insert(reference, group);
-        }
-    }
-
-    fn remove(&mut self, reference: &ObjectRef<Pod>) {
-        let Some(group) = self.group_of.remove(reference) else {
+        let (Some(namespace), Some(name)) = (
+            pod.metadata.namespace.as_deref(),
+            pod.metadata.name.as_deref(),
+        ) else {
             return;
         };
-        if let Some(members) = self.members.get_mut(&group) {
-            members.remove(reference);
+        let key = key(pod);
+        let current = self.key_of.get(namespace).and_then(|names| names.get(name));
+        if current.map(|current| &**current) == key.as_deref() {
+            return;
+        }
+        self.remove(namespace, name);
+        let Some(key) = key else {
+            return;
+        };
+        // The namespace's and the group's strings already in the map, when they are there.
+        let namespace: Arc<str> = self
+            .members
+            .get_key_value(namespace)
+            .map_or_else(|| namespace.into(), |(namespace, _)| namespace.clone());
+        let groups = self.members.entry(namespace.clone()).or_default();
+        let key: Arc<str> = groups
+            .get_key_value(key.as_str())
+            .map_or_else(|| key.as_str().into(), |(key, _)| key.clone());
+        let name: Arc<str> = name.into();
+        groups.entry(key.clone()).or_default().insert(name.clone());
+        self.key_of.entry(namespace).or_default().insert(name, key);
+    }
+
+    fn remove(&mut self, namespace: &str, name: &str) {
+        let Some(names) = self.key_of.get_mut(namespace) else {
+            return;
+        };
+        let Some((name, key)) = names.remove_entry(name) else {
+            return;
+        };
+        if names.is_empty() {
+            self.key_of.remove(namespace);
+        }
+        let Some(groups) = self.members.get_mut(namespace) else {
+            return;
+        };
+        if let Some(members) = groups.get_mut(&key) {
+            members.remove(&name);
             if members.is_empty() {
-                self.members.remove(&group);
+                groups.remove(&key);
             }
+        }
+        if groups.is_empty() {
+            self.members.remove(namespace);
         }
     }
 }
@@ -100,7 +130,12 @@ impl GroupIndex {
         let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
         match event {
             Event::Apply(pod) => state.current.insert(pod, self.key),
-            Event::Delete(pod) => state.current.remove(&ObjectRef::from_obj(pod)),
+            Event::Delete(pod) => {
+                if let (Some(namespace), Some(name)) = (&pod.metadata.namespace, &pod.metadata.name)
+                {
+                    state.current.remove(namespace, name);
+                }
+            }
             Event::Init => state.relisting = Some(Groups::default()),
             Event::InitApply(pod) => state
                 .relisting
@@ -116,15 +151,21 @@ impl GroupIndex {
         state
             .current
             .members
-            .get(&(namespace.to_owned(), group.to_owned()))
-            .map(|members| members.iter().cloned().collect())
+            .get(namespace)
+            .and_then(|groups| groups.get(group))
+            .map(|members| {
+                members
+                    .iter()
+                    .map(|name| ObjectRef::new(name).within(namespace))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
     /// How many pods are indexed (with a group label).
     pub fn len(&self) -> usize {
         let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
-        state.current.group_of.len()
+        state.current.key_of.values().map(HashMap::len).sum()
     }
 
     /// Whether no pod is indexed.

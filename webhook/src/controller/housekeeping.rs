@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::Service;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Preconditions};
 
-use super::cached::PodView;
+use super::cached::{PodMarks, PodView};
 use super::context::Context;
 use super::desired::is_injected;
 use super::metrics::{Kind, Verb, metrics};
@@ -28,14 +28,10 @@ pub async fn collect_garbage(ctx: &Context) -> usize {
         let namespace = service.namespace().unwrap_or_default();
         let wanted = ctx.pods.find(|pod| {
             pod.namespace().as_deref() == Some(namespace.as_str())
-                && pod.labels().get(keys::GROUP_LABEL) == Some(group)
+                && pod.label(keys::GROUP_LABEL) == Some(group.as_str())
                 && is_injected(pod)
                 && pod.verify_agent(&ctx.agent_images).is_ok()
-                && shares_group_service(
-                    pod.annotations()
-                        .get(keys::SERVICE_SCOPE)
-                        .map(String::as_str),
-                )
+                && shares_group_service(pod.annotation(keys::SERVICE_SCOPE))
         });
         if wanted.is_some() {
             continue;

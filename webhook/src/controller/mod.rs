@@ -26,13 +26,13 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
-use self::cached::{CachedPod, PodView};
+use self::cached::{CachedPod, PodMarks, PodView};
 use self::context::{Context, Stores};
 pub use self::desired::NodePortRange;
 use self::group_index::GroupIndex;
@@ -280,13 +280,10 @@ pub async fn run_leading(
         synced = ready => if !synced { return },
     }
 
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: keys::MANAGED_BY.to_owned(),
-            instance: Some(identity),
-        },
-    );
+    let reporter = Reporter {
+        controller: keys::MANAGED_BY.to_owned(),
+        instance: Some(identity),
+    };
     let stores = Stores {
         pods: pods.clone(),
         roles,
@@ -297,7 +294,7 @@ pub async fn run_leading(
         Context::new(
             client.clone(),
             stores,
-            recorder,
+            reporter,
             args.node_port_range,
             agent_images,
         )
@@ -395,7 +392,7 @@ fn pods_of_service(
         .into_iter()
         .filter(|reference| {
             pods.get(reference)
-                .is_some_and(|pod| pod.labels().get(keys::GROUP_LABEL) == Some(group))
+                .is_some_and(|pod| pod.label(keys::GROUP_LABEL) == Some(group.as_str()))
         })
         .collect()
 }

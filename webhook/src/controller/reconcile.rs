@@ -11,14 +11,16 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 
 use super::apply::{ensure_pod_label, ensure_service, remove_legacy_pod_service};
-use super::cached::{CachedPod, PodView};
+use super::cached::{CachedPod, PodMarks, PodView};
 use super::claim::ClaimConflict;
 use super::context::Context;
 use super::desired::{
     ServiceScope, ServiceSettings, SettingsError, desired_service, is_injected, pod_identity,
     service_settings, service_target,
 };
-use super::events::{normal, publish, ready_note, reference_to, warn_uninjected, warning};
+use super::events::{
+    normal, publish, publish_once, ready_note, reference_to, warn_uninjected, warning,
+};
 use super::metrics::{Outcome, metrics};
 use super::owner::workload_owner;
 use super::rbac::{account_of, covering_role, remove_legacy_pod_rbac};
@@ -259,7 +261,7 @@ async fn reconcile_pod(pod: &CachedPod, ctx: &Context) -> Result<(Outcome, Actio
 
     if let (true, Some(role)) = (changed, &role) {
         let note = ready_note(&identity, role, &target.name, node_port, &settings);
-        publish(ctx, &normal("Ready", &note), &pod.object_ref(&())).await;
+        publish_once(ctx, &normal("Ready", &note), &pod.object_ref(&())).await;
     }
     Ok((Outcome::Success, Action::requeue(RESYNC)))
 }
@@ -289,8 +291,7 @@ async fn newest_of_owner(
     ctx: &Context,
     workload: Option<&OwnerReference>,
 ) -> Result<Option<(Arc<CachedPod>, u16)>, ReconcileError> {
-    let (Some(namespace), Some(group)) = (pod.namespace(), pod.labels().get(keys::GROUP_LABEL))
-    else {
+    let (Some(namespace), Some(group)) = (pod.namespace(), pod.label(keys::GROUP_LABEL)) else {
         return Ok(None);
     };
     let mut candidates: Vec<Arc<CachedPod>> = ctx
@@ -299,12 +300,7 @@ async fn newest_of_owner(
         .filter(|other| {
             is_injected(other.as_ref())
                 && other.metadata.deletion_timestamp.is_none()
-                && shares_group_service(
-                    other
-                        .annotations()
-                        .get(keys::SERVICE_SCOPE)
-                        .map(String::as_str),
-                )
+                && shares_group_service(other.annotation(keys::SERVICE_SCOPE))
         })
         .collect();
     candidates.sort_by(|a, b| {

@@ -12,7 +12,7 @@ use http::{Method, StatusCode};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{self, ObjectRef, Store, store::Writer};
 use kube::runtime::watcher;
 use serde_json::Value;
@@ -43,17 +43,14 @@ pub fn world(respond: impl Fn(&Recorded) -> (StatusCode, Value) + Send + Sync + 
         role_bindings: bindings_reader.clone(),
         services: services_reader,
     };
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: "healthbridge".to_owned(),
-            instance: Some("test".to_owned()),
-        },
-    );
+    let reporter = Reporter {
+        controller: "healthbridge".to_owned(),
+        instance: Some("test".to_owned()),
+    };
     let ctx = Arc::new(Context::new(
         client,
         stores,
-        recorder,
+        reporter,
         NodePortRange::default(),
         agent_images(),
     ));
