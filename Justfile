@@ -76,7 +76,7 @@ down:
 e2e: images (cluster-up "2") (manifests-check "2")
     e2e/run
 
-# The end-to-end suite on the oldest supported Kubernetes minor (1.29) and on 1.34, each on its own two-node
+# The end-to-end suite on the oldest supported Kubernetes minor (1.30) and on 1.34, each on its own two-node
 # cluster (built once per release, cached), then a pass/fail line per test and release; HB_MATRIX_VERSIONS
 # overrides the releases. Not in `test`: a release not built yet takes 30-60 minutes.
 e2e-matrix: images deps

@@ -1,6 +1,7 @@
 //! Creates pods through the API server (and so through the webhook), then waits until the controller has given
 //! each injected pod what its agent needs: the pod's ServiceAccount may list and watch that pod, and the group's
 //! Service exists. Asked as a SubjectAccessReview, so the figure holds whatever RBAC design the controller uses.
+//! With several namespaces the groups are dealt out over them in turn (group `g` in namespace `g mod N`).
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -18,8 +19,9 @@ use crate::stats::{ms, quantile, result};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    #[arg(long)]
-    namespace: String,
+    /// The namespace, or several (comma-separated): group `g` goes to the `g mod N`-th.
+    #[arg(long = "namespaces", alias = "namespace", value_delimiter = ',', required = true)]
+    namespaces: Vec<String>,
     /// Index of the first pod to create (pods already there keep their indexes).
     #[arg(long, default_value_t = 0)]
     from: usize,
@@ -53,15 +55,22 @@ fn group_name(index: usize, group_size: usize) -> String {
     format!("app-{}", index / group_size.max(1))
 }
 
+/// The namespace of pod `index`: its group's, dealt out over `namespaces` in turn.
+fn namespace_of(namespaces: &[String], index: usize, group_size: usize) -> &str {
+    let group = index / group_size.max(1);
+    namespaces
+        .get(group % namespaces.len().max(1))
+        .map_or("default", String::as_str)
+}
+
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let client = kube::Client::try_default().await.context("no KUBECONFIG")?;
-    ensure_namespace(&client, &args).await?;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &args.namespace);
+    ensure_namespaces(&client, &args).await?;
     let created_at: Arc<Mutex<BTreeMap<usize, Instant>>> = Arc::default();
     let waiter = args.inject.then(|| {
         tokio::spawn(wait_reconciled(
             client.clone(),
-            args.namespace.clone(),
+            args.namespaces.clone(),
             args.group_size,
             args.from..args.to,
             created_at.clone(),
@@ -71,7 +80,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let started = Instant::now();
     let outcomes = futures::stream::iter(args.from..args.to)
         .map(|index| {
-            let (pods, created_at) = (pods.clone(), created_at.clone());
+            let pods: Api<Pod> = Api::namespaced(
+                client.clone(),
+                namespace_of(&args.namespaces, index, args.group_size),
+            );
+            let created_at = created_at.clone();
             let pod = pod_object(&args, index);
             async move {
                 let begin = Instant::now();
@@ -175,19 +188,29 @@ fn injected(pod: &Pod) -> bool {
         .any(|c| c.name == keys::AGENT_CONTAINER)
 }
 
-/// The namespace and one ServiceAccount per group (no controller-manager runs to make them).
-async fn ensure_namespace(client: &kube::Client, args: &Args) -> anyhow::Result<()> {
+/// The namespaces and, in each, one ServiceAccount per group it holds and `default` (no controller-manager runs
+/// to make them).
+async fn ensure_namespaces(client: &kube::Client, args: &Args) -> anyhow::Result<()> {
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    let ns = serde_json::from_value(json!({"metadata": {"name": args.namespace}}))?;
-    ignore_conflict(namespaces.create(&PostParams::default(), &ns).await)?;
-    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &args.namespace);
-    let groups: HashSet<String> = (args.from..args.to)
-        .map(|index| group_name(index, args.group_size))
-        .chain(["default".to_owned()])
+    let mut accounts: HashSet<(&str, String)> = args
+        .namespaces
+        .iter()
+        .map(|namespace| (namespace.as_str(), "default".to_owned()))
         .collect();
-    for group in groups {
-        let account = serde_json::from_value(json!({"metadata": {"name": group}}))?;
-        ignore_conflict(accounts.create(&PostParams::default(), &account).await)?;
+    accounts.extend((args.from..args.to).map(|index| {
+        (
+            namespace_of(&args.namespaces, index, args.group_size),
+            group_name(index, args.group_size),
+        )
+    }));
+    for namespace in &args.namespaces {
+        let ns = serde_json::from_value(json!({"metadata": {"name": namespace}}))?;
+        ignore_conflict(namespaces.create(&PostParams::default(), &ns).await)?;
+    }
+    for (namespace, name) in accounts {
+        let account = serde_json::from_value(json!({"metadata": {"name": name}}))?;
+        let api: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+        ignore_conflict(api.create(&PostParams::default(), &account).await)?;
     }
     Ok(())
 }
@@ -205,13 +228,16 @@ fn ignore_conflict<T>(outcome: Result<T, kube::Error>) -> anyhow::Result<()> {
 /// the first create to the last pod ready.
 async fn wait_reconciled(
     client: kube::Client,
-    namespace: String,
+    namespaces: Vec<String>,
     group_size: usize,
     indexes: std::ops::Range<usize>,
     created_at: Arc<Mutex<BTreeMap<usize, Instant>>>,
     timeout: Duration,
 ) -> anyhow::Result<(Vec<Duration>, usize, Duration)> {
-    let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
+    // The controller's Services in every namespace, in one request (its own label).
+    let services: Api<Service> = Api::all(client.clone());
+    let managed =
+        ListParams::default().labels(&format!("{}={}", keys::MANAGED_BY_LABEL, keys::MANAGED_BY));
     let reviews: Api<SubjectAccessReview> = Api::all(client);
     let total = indexes.len();
     let mut pending: std::collections::BTreeSet<usize> = indexes.collect();
@@ -234,23 +260,26 @@ async fn wait_reconciled(
                 .take(WINDOW)
                 .collect()
         };
-        let existing: HashSet<String> = services
-            .list_metadata(&ListParams::default())
+        let existing: HashSet<(String, String)> = services
+            .list_metadata(&managed)
             .await?
             .items
             .into_iter()
-            .filter_map(|s| s.metadata.name)
+            .filter_map(|s| Some((s.metadata.namespace?, s.metadata.name?)))
             .collect();
         let candidates: Vec<(usize, Instant)> = created
             .into_iter()
             .filter(|(index, _)| {
-                existing.contains(&format!("{}-healthbridge", group_name(*index, group_size)))
+                existing.contains(&(
+                    namespace_of(&namespaces, *index, group_size).to_owned(),
+                    format!("{}-healthbridge", group_name(*index, group_size)),
+                ))
             })
             .collect();
         let checked = futures::stream::iter(candidates)
             .map(|(index, at)| {
                 let reviews = reviews.clone();
-                let namespace = namespace.clone();
+                let namespace = namespace_of(&namespaces, index, group_size).to_owned();
                 async move {
                     let allowed = may_watch(&reviews, &namespace, index, group_size).await?;
                     anyhow::Ok((index, at, allowed, Instant::now()))
