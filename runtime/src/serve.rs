@@ -118,7 +118,14 @@ impl Handshake for PlainHttp {
 }
 
 /// A request answered from memory, before the router: `None` sends the request on to the router.
-pub type AnswerAtOnce = Arc<dyn Fn(&http::request::Parts) -> Option<Response<Body>> + Send + Sync>;
+pub type AnswerAtOnce =
+    Arc<dyn Fn(&http::request::Parts) -> Option<Response<AtOnceBody>> + Send + Sync>;
+
+/// The body of an answer given at once: whole, in memory, and not boxed as a router's answer is.
+pub type AtOnceBody = http_body_util::Full<Bytes>;
+
+/// What a connection sends: an answer given at once, or the router's (which keeps the request body until sent).
+type Served = http_body_util::Either<AtOnceBody, AnswerBody>;
 
 /// What a listener serves: a router, and optionally a synchronous answer for the hottest route.
 ///
@@ -619,11 +626,11 @@ struct Guarded {
 }
 
 impl hyper::service::Service<Request<Incoming>> for Guarded {
-    type Response = Response<Body>;
+    type Response = Response<Served>;
     type Error = Infallible;
     type Future = Either<
-        Ready<Result<Response<Body>, Infallible>>,
-        BoxFuture<'static, Result<Response<Body>, Infallible>>,
+        Ready<Result<Response<Served>, Infallible>>,
+        BoxFuture<'static, Result<Response<Served>, Infallible>>,
     >;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
@@ -635,7 +642,7 @@ impl hyper::service::Service<Request<Incoming>> for Guarded {
                 && let Some(response) = at_once(&parts)
             {
                 drop(busy);
-                return Either::Left(ready(Ok(response)));
+                return Either::Left(ready(Ok(response.map(Served::Left))));
             }
             return Either::Right(self.routed(Request::from_parts(parts, body), busy));
         }
@@ -648,7 +655,7 @@ impl Guarded {
         &self,
         request: Request<Incoming>,
         busy: Busy,
-    ) -> BoxFuture<'static, Result<Response<Body>, Infallible>> {
+    ) -> BoxFuture<'static, Result<Response<Served>, Infallible>> {
         let app = self.app.router.clone();
         let limits = Arc::clone(&self.limits);
         Box::pin(async move {
@@ -663,7 +670,7 @@ impl Guarded {
                     Err(_) => timed_out(limits.request_timeout),
                 };
             Ok(response.map(|inner| {
-                Body::new(AnswerBody {
+                Served::Right(AnswerBody {
                     inner,
                     request: Some(body),
                 })
