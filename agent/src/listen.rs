@@ -33,11 +33,12 @@ pub struct ListenArgs {
     #[arg(long, env = env::MAX_CONNECTIONS, default_value_t = 512, value_parser = parse_max_connections)]
     pub max_connections: usize,
 
-    /// Time a client has to send a complete request head, from connect (`5s`, `500ms`, `5`).
+    /// Time a client has to send a complete request head, from connect and, on HTTP/1, from each answer (so an
+    /// idle HTTP/1 keep-alive is closed after it too) (`5s`, `500ms`, `5`).
     #[arg(long, env = env::HEADER_TIMEOUT, default_value = "5s", value_parser = parse_timeout)]
     pub header_timeout: Duration,
 
-    /// Time a keep-alive connection may stay open without a request.
+    /// Time a keep-alive connection may stay open without a request (an HTTP/1 one at most the header timeout).
     #[arg(long, env = env::IDLE_TIMEOUT, default_value = "60s", value_parser = parse_timeout)]
     pub idle_timeout: Duration,
 }

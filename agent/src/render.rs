@@ -1,10 +1,14 @@
 //! Turns a `Report` into an HTTP answer: on the published port `OK` or the names of the failing checks; on the
 //! admin port a one-line reason, a kube-apiserver style `?verbose` list, or JSON.
 
+use std::sync::LazyLock;
+
 use axum::body::Body;
-use axum::response::{IntoResponse, Response};
+use axum::body::Bytes;
+use axum::response::Response;
 use http::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue, StatusCode};
+use http_body_util::Full;
 use serde::Serialize;
 
 use crate::report::{CheckResult, Report};
@@ -48,46 +52,66 @@ pub fn render(
     format: Format,
     unhealthy_status: StatusCode,
 ) -> Response {
-    answer(report, title, format, unhealthy_status, false)
+    answer(report, title, format, unhealthy_status)
 }
 
 /// The published port's answer: `OK`, or `UNAVAILABLE: ` and the names of the failing checks, whatever was asked.
 /// Reasons stay on the admin port: they carry termination messages, API errors, endpoint errors.
-pub fn render_public(report: &Report, unhealthy_status: StatusCode) -> Response {
-    answer(report, "", Format::Line, unhealthy_status, true)
+/// A plain body (not axum's boxed one): it is what the published port sends a load balancer, before the router.
+pub fn render_public(report: &Report, unhealthy_status: StatusCode) -> http::Response<Full<Bytes>> {
+    let healthy = report.healthy();
+    let body = if healthy {
+        // The common answer needs no allocation.
+        Bytes::from_static(b"OK")
+    } else {
+        Bytes::from(public_line(report))
+    };
+    with_headers(
+        Full::new(body),
+        status(healthy, unhealthy_status),
+        &TEXT_HEADERS,
+    )
 }
 
-fn answer(
-    report: &Report,
-    title: &str,
-    format: Format,
-    unhealthy_status: StatusCode,
-    public: bool,
-) -> Response {
+fn answer(report: &Report, title: &str, format: Format, unhealthy_status: StatusCode) -> Response {
     let healthy = report.healthy();
-    let status = if healthy {
+    let (headers, body) = match format {
+        Format::Line if healthy => (&TEXT_HEADERS, Body::from("OK")),
+        Format::Line => (&TEXT_HEADERS, Body::from(line(report))),
+        Format::Verbose => (&TEXT_HEADERS, Body::from(verbose(report, title))),
+        Format::Json => (&JSON_HEADERS, Body::from(json(report, title))),
+    };
+    with_headers(body, status(healthy, unhealthy_status), headers)
+}
+
+fn status(healthy: bool, unhealthy_status: StatusCode) -> StatusCode {
+    if healthy {
         StatusCode::OK
     } else {
         unhealthy_status
-    };
-    let (content_type, body) = match format {
-        Format::Line if !healthy && public => (TEXT, Body::from(public_line(report))),
-        // The common answer needs no allocation.
-        Format::Line if healthy => (TEXT, Body::from("OK")),
-        Format::Line => (TEXT, Body::from(line(report))),
-        Format::Verbose => (TEXT, Body::from(verbose(report, title))),
-        Format::Json => (JSON, Body::from(json(report, title))),
-    };
-    let mut response = (status, body).into_response();
-    let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    // A cached health answer is a wrong health answer.
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+}
+
+fn with_headers<B>(body: B, status: StatusCode, headers: &HeaderMap) -> http::Response<B> {
+    let mut response = http::Response::new(body);
+    *response.status_mut() = status;
+    // Cloned, not built: a load balancer's check is answered thousands of times a second, and cloning skips
+    // hashing each name and checking each value again.
+    *response.headers_mut() = HeaderMap::clone(headers);
     response
 }
 
-const TEXT: &str = "text/plain; charset=utf-8";
-const JSON: &str = "application/json";
+static TEXT_HEADERS: LazyLock<HeaderMap> =
+    LazyLock::new(|| answer_headers("text/plain; charset=utf-8"));
+static JSON_HEADERS: LazyLock<HeaderMap> = LazyLock::new(|| answer_headers("application/json"));
+
+fn answer_headers(content_type: &'static str) -> HeaderMap {
+    let mut headers = HeaderMap::with_capacity(2);
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    // A cached health answer is a wrong health answer.
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers
+}
 
 /// `OK`, or `UNAVAILABLE: ` and every failing check with its reason; `OK`/`UNAVAILABLE` keep the original sidecar's bodies.
 pub fn line(report: &Report) -> String {

@@ -7,6 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
 use axum::Router;
+use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -14,6 +15,7 @@ use futures::future::BoxFuture;
 use healthbridge_runtime::serve::{App, listen};
 use http::header::CONTENT_TYPE;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use http_body_util::Full;
 use tokio::net::TcpListener;
 
 use crate::endpoints::EndpointChecker;
@@ -143,7 +145,7 @@ async fn health<const ADMIN: bool>(
     request: Request,
 ) -> Response {
     if !ADMIN {
-        return public_health(&state);
+        return public_health(&state).map(Body::new);
     }
     let answer = state.pod.answer();
     state.metrics.health.count(answer.report.healthy());
@@ -157,7 +159,7 @@ async fn health<const ADMIN: bool>(
 }
 
 /// `/health` on the published port: the status code and `OK` or the failing checks' names.
-fn public_health(state: &AppState) -> Response {
+fn public_health(state: &AppState) -> http::Response<Full<Bytes>> {
     let answer = state.pod.answer();
     state.metrics.health.count(answer.report.healthy());
     with_staleness(
@@ -166,7 +168,10 @@ fn public_health(state: &AppState) -> Response {
     )
 }
 
-fn with_staleness(mut response: Response, stale_for: Option<std::time::Duration>) -> Response {
+fn with_staleness<B>(
+    mut response: http::Response<B>,
+    stale_for: Option<std::time::Duration>,
+) -> http::Response<B> {
     // The load balancer's side of the trade-off: a `last-known` answer says on every port that it is stale.
     if let Some(age) = stale_for {
         response
@@ -187,7 +192,7 @@ async fn all<const ADMIN: bool>(
     let report = all_report(&state).await;
     state.metrics.all.count(report.healthy());
     if !ADMIN {
-        return render_public(&report, state.unhealthy_status);
+        return render_public(&report, state.unhealthy_status).map(Body::new);
     }
     render(
         &report,

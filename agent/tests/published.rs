@@ -1,5 +1,6 @@
 //! The published port as it is served (`published`: `GET /health` answered before the router) gives byte for byte
-//! the answers of its routes (`app`), over a real loopback connection: healthy, unhealthy, stale, and every request
+//! the answers of its routes (`app`), over a real loopback connection: healthy, unhealthy (fixed, no pod to watch),
+//! watched and fresh, stale, and every request
 //! the shortcut must leave to the router (HEAD, other methods, a body, other paths).
 #![allow(clippy::unwrap_used)]
 
@@ -147,6 +148,20 @@ async fn assert_same_answer(pod: PodStatusSource, method: &str, uri: &str, body:
 async fn health_is_answered_as_its_route_answers_healthy_unhealthy_and_stale() {
     assert_same_answer(PodStatusSource::fixed(true), "GET", "/health", "").await;
     assert_same_answer(PodStatusSource::fixed(false), "GET", "/health", "").await;
+    assert_same_answer(
+        PodStatusSource::unavailable("no pod to watch"),
+        "GET",
+        "/health",
+        "",
+    )
+    .await;
+    assert_same_answer(
+        watched_pod_confirmed(Duration::from_secs(1)),
+        "GET",
+        "/health",
+        "",
+    )
+    .await;
     let stale = watched_pod_confirmed(Duration::from_secs(90));
     let state = agent(stale.clone());
     let served = serve_published(state).await;

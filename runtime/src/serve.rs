@@ -5,12 +5,15 @@
 //! one that has no request in flight (a client that never finished its request, or an idle keep-alive), so floods
 //! of half-open or slowloris connections can neither grow memory past the bound nor lock out a load balancer's check.
 //! Only when every slot is busy with a request is the new connection closed at once.
+//!
+//! Serving a request arms no timer: each connection's deadlines (header read, idle) are kept in its table entry
+//! and one sweep per listener closes the late ones.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -19,6 +22,7 @@ use axum::Router;
 use axum::body::Body;
 use bytes::Bytes;
 use futures::future::{BoxFuture, Either, Ready, ready};
+use futures::task::AtomicWaker;
 use http::{Request, Response, StatusCode, header};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
@@ -27,7 +31,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -38,9 +41,11 @@ use tower::ServiceExt;
 pub struct Limits {
     /// Connections held at once; beyond, the oldest without a request in flight is closed, else the new one is.
     pub max_connections: usize,
-    /// Time from accept (after the handshake) to the first complete request head; per request head on HTTP/1.
+    /// Time from accept (after the handshake) to the first complete request head; on HTTP/1 also from each
+    /// answer to the next complete head, which bounds an idle HTTP/1 keep-alive as well.
     pub header_read_timeout: Duration,
-    /// Time a connection may stay open without a request in flight (keep-alive).
+    /// Time a connection may stay open without a request in flight (keep-alive): HTTP/2, and HTTP/1 when it is
+    /// shorter than `header_read_timeout`.
     pub idle_timeout: Duration,
     /// Time one request may take, reading its body included; then `503`.
     pub request_timeout: Duration,
@@ -113,7 +118,14 @@ impl Handshake for PlainHttp {
 }
 
 /// A request answered from memory, before the router: `None` sends the request on to the router.
-pub type AnswerAtOnce = Arc<dyn Fn(&http::request::Parts) -> Option<Response<Body>> + Send + Sync>;
+pub type AnswerAtOnce =
+    Arc<dyn Fn(&http::request::Parts) -> Option<Response<AtOnceBody>> + Send + Sync>;
+
+/// The body of an answer given at once: whole, in memory, and not boxed as a router's answer is.
+pub type AtOnceBody = http_body_util::Full<Bytes>;
+
+/// What a connection sends: an answer given at once, or the router's (which keeps the request body until sent).
+type Served = http_body_util::Either<AtOnceBody, AnswerBody>;
 
 /// What a listener serves: a router, and optionally a synchronous answer for the hottest route.
 ///
@@ -172,16 +184,34 @@ pub async fn serve<H: Handshake>(
     let loops = listeners
         .into_iter()
         .map(|listener| accept_loop(listener, Arc::clone(&server)));
-    futures::future::join_all(loops).await;
-    server.connections.close();
-    if tokio::time::timeout(limits.drain_timeout, server.connections.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            drain_timeout = ?limits.drain_timeout,
-            "in-flight requests did not finish in time; closing them"
-        );
+    let serving = async {
+        futures::future::join_all(loops).await;
+        // No more accepts: every connection still open finishes what it is doing and closes.
+        server.table.drain_all();
+        server.connections.close();
+        if tokio::time::timeout(limits.drain_timeout, server.connections.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                drain_timeout = ?limits.drain_timeout,
+                "in-flight requests did not finish in time; closing them"
+            );
+        }
+    };
+    // Deadlines apply while draining too: the sweep stops only when serving has ended.
+    tokio::select! {
+        () = serving => {}
+        never = close_late_connections(&server.table, &limits) => match never {},
+    }
+}
+
+/// Closes every connection past its deadline (header read, head, idle), with one timer for the whole listener:
+/// a timer per connection would be polled on each of its wake-ups, that is on every request.
+async fn close_late_connections(table: &Table, limits: &Limits) -> Infallible {
+    loop {
+        let next = table.close_late(Instant::now(), limits);
+        tokio::time::sleep_until(next).await;
     }
 }
 
@@ -203,11 +233,11 @@ fn effective(mut limits: Limits) -> Limits {
     limits
 }
 
+/// The connection builder every connection starts from; each sets its own HTTP/1 timer ([`HeadClock`]).
 fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
-        .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(limits.max_header_bytes.max(8192));
     builder
@@ -275,8 +305,8 @@ async fn connection<H: Handshake>(tcp: TcpStream, slot: Slot, server: Arc<Server
             }
             Err(_) => return,
         },
-        () = conn.evict.notified() => return,
-        () = server.shutdown.cancelled() => return,
+        // Evicted, or the server is shutting down: nothing was asked yet, nothing is lost.
+        _ = conn.stop.above(Stop::Open) => return,
     };
     conn.became_idle();
     let service = Guarded {
@@ -284,14 +314,11 @@ async fn connection<H: Handshake>(tcp: TcpStream, slot: Slot, server: Arc<Server
         conn: Arc::clone(&conn),
         limits: Arc::clone(limits),
     };
-    let http = server.builder.serve_connection(
-        TokioIo::new(io),
-        hyper_util::service::TowerToHyperService::new(service),
-    );
+    let mut builder = server.builder.clone();
+    builder.http1().timer(HeadClock(Arc::clone(&conn)));
+    let http = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(http);
-    let deadline = tokio::time::sleep(limits.header_read_timeout);
-    tokio::pin!(deadline);
-    let mut draining = false;
+    let mut seen = Stop::Open;
     loop {
         tokio::select! {
             result = http.as_mut() => {
@@ -300,17 +327,14 @@ async fn connection<H: Handshake>(tcp: TcpStream, slot: Slot, server: Arc<Server
                 }
                 return;
             }
-            () = &mut deadline => match conn.idle_deadline(limits) {
-                // Closing a connection without a request in flight loses nothing.
-                Some(at) if at <= Instant::now() => return,
-                Some(at) => deadline.as_mut().reset(at),
-                None => deadline.as_mut().reset(Instant::now() + limits.header_read_timeout),
+            stop = conn.stop.above(seen) => match stop {
+                // Evicted or late: nothing is in flight, closing loses nothing.
+                Stop::Close => return,
+                _ => {
+                    seen = stop;
+                    http.as_mut().graceful_shutdown();
+                }
             },
-            () = conn.evict.notified() => return,
-            () = server.shutdown.cancelled(), if !draining => {
-                draining = true;
-                http.as_mut().graceful_shutdown();
-            }
         }
     }
 }
@@ -349,7 +373,7 @@ impl Table {
                 })?
                 .clone();
             victim.evicted.store(true, Ordering::Release);
-            victim.evict.notify_one();
+            victim.stop.raise(Stop::Close);
             entries.live -= 1;
         }
         // Evicted connections leave within a poll; this keeps the table bounded even if they lag.
@@ -366,6 +390,30 @@ impl Table {
             id,
             conn,
         })
+    }
+
+    /// Tells every connection past its deadline to close; answers when to look again: at the earliest deadline,
+    /// and no later than one header-read timeout from `now`, since a wait for a request head may start any moment
+    /// and its deadline is that far away.
+    fn close_late(&self, now: Instant, limits: &Limits) -> Instant {
+        let entries = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut next = later(now, limits.header_read_timeout);
+        for conn in entries.by_age.values() {
+            match conn.deadline(limits) {
+                Some(at) if at <= now => conn.stop.raise(Stop::Close),
+                Some(at) => next = next.min(at),
+                None => {}
+            }
+        }
+        next
+    }
+
+    /// Tells every open connection to finish its request in flight, if any, and close.
+    fn drain_all(&self) {
+        let entries = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        for conn in entries.by_age.values() {
+            conn.stop.raise(Stop::Drain);
+        }
     }
 }
 
@@ -386,26 +434,56 @@ impl Drop for Slot {
     }
 }
 
-#[derive(Default)]
 struct Conn {
     in_flight: AtomicUsize,
     /// Whether a request has been seen: before, the header-read timeout applies; after, the idle timeout.
     served: AtomicBool,
-    /// When the last request finished (or the connection started), in ms since `EPOCH`.
+    /// When the last request finished (or the handshake did), in ms since `EPOCH`; `NO_DEADLINE` during the
+    /// handshake, which has a timeout of its own.
     idle_since_ms: AtomicU64,
+    /// While hyper waits for an HTTP/1 request head: when it must be complete, in ms since `EPOCH`; else `NO_DEADLINE`.
+    head_deadline_ms: AtomicU64,
     evicted: AtomicBool,
-    evict: Notify,
+    stop: StopSignal,
+}
+
+impl Default for Conn {
+    fn default() -> Self {
+        Self {
+            in_flight: AtomicUsize::new(0),
+            served: AtomicBool::new(false),
+            idle_since_ms: AtomicU64::new(NO_DEADLINE),
+            head_deadline_ms: AtomicU64::new(NO_DEADLINE),
+            evicted: AtomicBool::new(false),
+            stop: StopSignal::default(),
+        }
+    }
+}
+
+const NO_DEADLINE: u64 = u64::MAX;
+
+/// The clock of the connection timestamps: ms since the first use, so they fit in an `AtomicU64`.
+fn epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
 }
 
 fn now_ms() -> u64 {
-    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    let epoch = *EPOCH.get_or_init(Instant::now);
-    u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    ms_since_epoch(Instant::now())
+}
+
+fn ms_since_epoch(at: Instant) -> u64 {
+    u64::try_from(at.saturating_duration_since(epoch()).as_millis()).unwrap_or(u64::MAX)
 }
 
 fn instant_at(ms: u64) -> Instant {
-    let now = now_ms();
-    Instant::now() - Duration::from_millis(now.saturating_sub(ms))
+    later(epoch(), Duration::from_millis(ms))
+}
+
+/// `at + by`, or a year after `at` when a configured timeout is too large to add (`Instant + Duration` panics).
+fn later(at: Instant, by: Duration) -> Instant {
+    at.checked_add(by)
+        .unwrap_or_else(|| at + Duration::from_secs(365 * 24 * 3600))
 }
 
 impl Conn {
@@ -413,9 +491,11 @@ impl Conn {
         self.idle_since_ms.store(now_ms(), Ordering::Release);
     }
 
-    /// When this connection should be closed if nothing changes; `None` while a request is in flight.
-    fn idle_deadline(&self, limits: &Limits) -> Option<Instant> {
-        if self.in_flight.load(Ordering::Acquire) > 0 {
+    /// When this connection should be closed if nothing changes; `None` while a request is in flight and during
+    /// the handshake.
+    fn deadline(&self, limits: &Limits) -> Option<Instant> {
+        let idle_since = self.idle_since_ms.load(Ordering::Acquire);
+        if idle_since == NO_DEADLINE || self.in_flight.load(Ordering::Acquire) > 0 {
             return None;
         }
         let timeout = if self.served.load(Ordering::Acquire) {
@@ -423,9 +503,99 @@ impl Conn {
         } else {
             limits.header_read_timeout
         };
-        Some(instant_at(self.idle_since_ms.load(Ordering::Acquire)) + timeout)
+        let idle = later(instant_at(idle_since), timeout);
+        match self.head_deadline_ms.load(Ordering::Acquire) {
+            NO_DEADLINE => Some(idle),
+            head => Some(idle.min(instant_at(head))),
+        }
     }
 }
+
+/// Why a connection must stop, in rising order: a drain lets the request in flight finish; a close (evicted, or
+/// past its deadline) is for a connection with nothing in flight, and is at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+enum Stop {
+    Open = 0,
+    Drain = 1,
+    Close = 2,
+}
+
+/// Tells one connection to stop. It is polled on every wake-up of the connection (every request), so it is an
+/// atomic and an `AtomicWaker`; a `Notify` or a `CancellationToken` takes a lock on every poll.
+#[derive(Default)]
+struct StopSignal {
+    level: AtomicU8,
+    waker: AtomicWaker,
+}
+
+impl StopSignal {
+    fn raise(&self, stop: Stop) {
+        self.level.fetch_max(stop as u8, Ordering::AcqRel);
+        self.waker.wake();
+    }
+
+    fn current(&self) -> Stop {
+        match self.level.load(Ordering::Acquire) {
+            0 => Stop::Open,
+            1 => Stop::Drain,
+            _ => Stop::Close,
+        }
+    }
+
+    /// Resolves once the signal is above `seen`, with its level.
+    fn above(&self, seen: Stop) -> impl Future<Output = Stop> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.current() > seen {
+                return Poll::Ready(self.current());
+            }
+            self.waker.register(cx.waker());
+            // Raised between the check and the registration: its wake went to the previous waker.
+            match self.current() {
+                stop if stop > seen => Poll::Ready(stop),
+                _ => Poll::Pending,
+            }
+        })
+    }
+}
+
+/// hyper's HTTP/1 header-read timer for one connection, without a timer per request: hyper asks for a sleep each
+/// time it starts waiting for a request head; this records the deadline in the connection and returns a sleep that
+/// never wakes by itself. The listener's sweep (`close_late_connections`) closes the connection when a head is late.
+/// A tokio sleep here cost an allocation and two timer-wheel locks per request: about 730 of the agent's 12,600
+/// instructions per `/health` (callgrind, `bench/agent-profile`).
+struct HeadClock(Arc<Conn>);
+
+impl hyper::rt::Timer for HeadClock {
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        self.sleep_until(later(Instant::now(), duration).into_std())
+    }
+
+    fn sleep_until(&self, deadline: std::time::Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        // Rounded up: the connection is closed at the deadline or within a millisecond after, never before.
+        let ms = ms_since_epoch(Instant::from_std(deadline)).saturating_add(1);
+        self.0.head_deadline_ms.store(ms, Ordering::Release);
+        // Zero-sized: boxing it allocates nothing.
+        Box::pin(LeftToTheSweep)
+    }
+
+    fn now(&self) -> std::time::Instant {
+        // The clock of the sweep's deadlines: tokio's, which a test may pause.
+        Instant::now().into_std()
+    }
+}
+
+/// The sleep `HeadClock` gives hyper: never ready by itself; the sweep closes the connection at the deadline.
+struct LeftToTheSweep;
+
+impl Future for LeftToTheSweep {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<()> {
+        Poll::Pending
+    }
+}
+
+impl hyper::rt::Sleep for LeftToTheSweep {}
 
 /// Marks a request in flight on its connection for as long as it lives.
 struct Busy(Arc<Conn>);
@@ -434,6 +604,8 @@ impl Busy {
     fn new(conn: Arc<Conn>) -> Self {
         conn.served.store(true, Ordering::Release);
         conn.in_flight.fetch_add(1, Ordering::AcqRel);
+        // The head arrived in time: hyper is no longer waiting for one.
+        conn.head_deadline_ms.store(NO_DEADLINE, Ordering::Release);
         Self(conn)
     }
 }
@@ -445,27 +617,23 @@ impl Drop for Busy {
     }
 }
 
-/// The app behind the limits: request timeout, body limit, in-flight accounting.
-#[derive(Clone)]
+/// The app behind the limits: request timeout, body limit, in-flight accounting. A hyper service (called by
+/// reference) rather than a tower one, which hyper-util would clone and drive through `Oneshot` per request.
 struct Guarded {
     app: App,
     conn: Arc<Conn>,
     limits: Arc<Limits>,
 }
 
-impl tower::Service<Request<Incoming>> for Guarded {
-    type Response = Response<Body>;
+impl hyper::service::Service<Request<Incoming>> for Guarded {
+    type Response = Response<Served>;
     type Error = Infallible;
     type Future = Either<
-        Ready<Result<Response<Body>, Infallible>>,
-        BoxFuture<'static, Result<Response<Body>, Infallible>>,
+        Ready<Result<Response<Served>, Infallible>>,
+        BoxFuture<'static, Result<Response<Served>, Infallible>>,
     >;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
         let busy = Busy::new(Arc::clone(&self.conn));
         if let Some(at_once) = &self.app.at_once {
             let (parts, body) = request.into_parts();
@@ -474,7 +642,7 @@ impl tower::Service<Request<Incoming>> for Guarded {
                 && let Some(response) = at_once(&parts)
             {
                 drop(busy);
-                return Either::Left(ready(Ok(response)));
+                return Either::Left(ready(Ok(response.map(Served::Left))));
             }
             return Either::Right(self.routed(Request::from_parts(parts, body), busy));
         }
@@ -487,7 +655,7 @@ impl Guarded {
         &self,
         request: Request<Incoming>,
         busy: Busy,
-    ) -> BoxFuture<'static, Result<Response<Body>, Infallible>> {
+    ) -> BoxFuture<'static, Result<Response<Served>, Infallible>> {
         let app = self.app.router.clone();
         let limits = Arc::clone(&self.limits);
         Box::pin(async move {
@@ -502,7 +670,7 @@ impl Guarded {
                     Err(_) => timed_out(limits.request_timeout),
                 };
             Ok(response.map(|inner| {
-                Body::new(AnswerBody {
+                Served::Right(AnswerBody {
                     inner,
                     request: Some(body),
                 })
@@ -692,6 +860,73 @@ mod tests {
         assert!(
             table.admit().is_none(),
             "an evicted slot was already given away"
+        );
+    }
+
+    #[test]
+    fn a_head_deadline_applies_only_while_hyper_waits_for_a_head() {
+        use hyper::rt::Timer;
+        let limits = Limits::new(1);
+        let conn = Arc::new(Conn::default());
+        conn.became_idle();
+        let clock = HeadClock(Arc::clone(&conn));
+        let head_due = Instant::from_std(clock.now()) + Duration::from_millis(100);
+        let _sleep = clock.sleep_until(head_due.into_std());
+        let deadline = conn.deadline(&limits).unwrap();
+        assert!(deadline >= head_due && deadline <= head_due + Duration::from_millis(2));
+
+        drop(Busy::new(Arc::clone(&conn)));
+        let deadline = conn.deadline(&limits).unwrap();
+        assert!(
+            deadline >= head_due + limits.idle_timeout - Duration::from_secs(1),
+            "answered: the idle timeout applies, not the head's deadline"
+        );
+    }
+
+    #[test]
+    fn a_stop_raised_before_anyone_waits_is_seen_and_a_close_outranks_a_drain() {
+        use futures::FutureExt;
+        let stop = StopSignal::default();
+        assert_eq!(stop.above(Stop::Open).now_or_never(), None);
+        stop.raise(Stop::Drain);
+        assert_eq!(stop.above(Stop::Open).now_or_never(), Some(Stop::Drain));
+        assert_eq!(stop.above(Stop::Drain).now_or_never(), None);
+        stop.raise(Stop::Close);
+        stop.raise(Stop::Drain);
+        assert_eq!(stop.above(Stop::Drain).now_or_never(), Some(Stop::Close));
+    }
+
+    #[test]
+    fn the_sweep_closes_only_connections_past_their_deadline_and_looks_again_within_a_header_timeout()
+     {
+        let limits = Limits::new(4);
+        let table = Table::new(4);
+        let handshaking = table.admit().unwrap();
+        let idle = table.admit().unwrap();
+        idle.conn.became_idle();
+        let busy = table.admit().unwrap();
+        busy.conn.became_idle();
+        let _busy = Busy::new(Arc::clone(&busy.conn));
+
+        let now = Instant::now();
+        let next = table.close_late(now, &limits);
+        assert!(next <= now + limits.header_read_timeout);
+        assert!(next >= now + limits.header_read_timeout - Duration::from_secs(1));
+        for slot in [&handshaking, &idle, &busy] {
+            assert_eq!(slot.conn.stop.current(), Stop::Open);
+        }
+
+        table.close_late(now + limits.header_read_timeout * 2, &limits);
+        assert_eq!(
+            idle.conn.stop.current(),
+            Stop::Close,
+            "past its header-read deadline"
+        );
+        assert_eq!(busy.conn.stop.current(), Stop::Open, "a request in flight");
+        assert_eq!(
+            handshaking.conn.stop.current(),
+            Stop::Open,
+            "the handshake has its own timeout"
         );
     }
 

@@ -96,17 +96,23 @@ impl PodStatusSource {
         self.answer().report
     }
 
+    /// The answer now. The clock is read on every answer of a watch (a state the API server stopped confirming
+    /// turns stale by itself), and not at all for a fixed answer, which never goes stale.
     pub fn answer(&self) -> PodAnswer {
-        self.answer_at(Instant::now())
+        self.answer_when(Instant::now)
     }
 
     pub fn answer_at(&self, now: Instant) -> PodAnswer {
+        self.answer_when(|| now)
+    }
+
+    fn answer_when(&self, now: impl FnOnce() -> Instant) -> PodAnswer {
         match self {
             Self::Override(health) | Self::Unavailable(health) => PodAnswer {
                 report: Arc::clone(health),
                 stale_for: None,
             },
-            Self::Watch { state, freshness } => answer(&state.borrow(), now, *freshness),
+            Self::Watch { state, freshness } => answer(&state.borrow(), now(), *freshness),
         }
     }
 
