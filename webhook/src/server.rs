@@ -32,10 +32,12 @@ pub struct LimitArgs {
     /// Each costs up to ~30 KiB (TLS): the default keeps the webhook well within a 128Mi memory limit.
     #[arg(long, env = "HEALTHBRIDGE_MAX_CONNECTIONS", default_value_t = 1024, value_parser = parse_max_connections)]
     pub max_connections: usize,
-    /// Time a client has to send a complete request head once the TLS handshake is done.
+    /// Time a client has to send a complete request head once the TLS handshake is done, and on HTTP/1 after each
+    /// answer (so it also closes an idle HTTP/1 keep-alive).
     #[arg(long, env = "HEALTHBRIDGE_HEADER_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub header_timeout: Duration,
-    /// Time a keep-alive connection (the API server keeps them) may stay open without a request.
+    /// Time an HTTP/2 connection (the API server's webhook client speaks HTTP/2 over TLS) may stay open without a
+    /// request; an HTTP/1 one at most the header timeout.
     #[arg(long, env = "HEALTHBRIDGE_IDLE_TIMEOUT", default_value = "90s", value_parser = humantime::parse_duration)]
     pub idle_timeout: Duration,
 }
