@@ -20,7 +20,12 @@ use crate::stats::{ms, quantile, result};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The namespace, or several (comma-separated): group `g` goes to the `g mod N`-th.
-    #[arg(long = "namespaces", alias = "namespace", value_delimiter = ',', required = true)]
+    #[arg(
+        long = "namespaces",
+        alias = "namespace",
+        value_delimiter = ',',
+        required = true
+    )]
     namespaces: Vec<String>,
     /// Index of the first pod to create (pods already there keep their indexes).
     #[arg(long, default_value_t = 0)]
